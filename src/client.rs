@@ -1,0 +1,223 @@
+//! The client's side of the socket: find the mixer's server, start it if it is not running, and
+//! receive the hw PCM fd and the shared-state memfd.
+//!
+//! The server is a separate executable (`rdmix-server`), never a fork of the host application:
+//! a fork of a multi-threaded program may run only async-signal-safe code, and the plugin must
+//! leave no thread or process of its own inside the application. The spawned server binds its
+//! socket, opens and starts the hardware, then forks into the background; its foreground process
+//! exits 0 only when the socket is ready, which is what the client waits for.
+
+use std::ffi::CStr;
+use std::os::fd::{AsFd, OwnedFd};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use nix::sys::socket::{connect, socket, AddressFamily, SockFlag, SockType};
+
+use crate::config::PluginConfig;
+use crate::error::{Error, ErrorKind, Result};
+use crate::protocol::{self, Message};
+
+/// What a client holds after a successful handshake.
+#[derive(Debug)]
+pub struct Connection {
+    /// Kept open for the client's lifetime: its EOF tells the server the client is gone.
+    pub sock: OwnedFd,
+    pub hw_fd: OwnedFd,
+    pub hw_path: String,
+    pub shm_fd: OwnedFd,
+    pub slot: u32,
+}
+
+/// Exit status of `rdmix-server` when another server already owns the socket name.
+pub const EXIT_ALREADY_RUNNING: i32 = 0;
+
+fn try_connect(name: &str) -> Result<Option<OwnedFd>> {
+    let sock = socket(
+        AddressFamily::Unix,
+        SockType::SeqPacket,
+        SockFlag::SOCK_CLOEXEC,
+        None,
+    )
+    .map_err(|e| Error::sys("socket", e))?;
+    let addr = protocol::socket_addr(name)?;
+    match connect(std::os::fd::AsRawFd::as_raw_fd(&sock), &addr) {
+        Ok(()) => Ok(Some(sock)),
+        Err(nix::errno::Errno::ECONNREFUSED) | Err(nix::errno::Errno::ENOENT) => Ok(None),
+        Err(e) => Err(Error::sys(format!("connect to rdmix-server @{name}"), e)),
+    }
+}
+
+fn handshake(sock: OwnedFd) -> Result<Connection> {
+    let tv = nix::sys::time::TimeVal::new(5, 0);
+    nix::sys::socket::setsockopt(&sock, nix::sys::socket::sockopt::ReceiveTimeout, &tv)
+        .map_err(|e| Error::sys("setsockopt SO_RCVTIMEO", e))?;
+    protocol::send(sock.as_fd(), &Message::Hello { pid: std::process::id() }, &[])?;
+    let (msg, mut fds) = protocol::recv(sock.as_fd())?;
+    match msg {
+        Message::Welcome { slot, hw_path } => {
+            if fds.len() != 2 {
+                return Err(Error::protocol(format!(
+                    "server sent {} file descriptors, expected 2",
+                    fds.len()
+                )));
+            }
+            let shm_fd = fds.pop().ok_or_else(|| Error::protocol("missing memfd"))?;
+            let hw_fd = fds.pop().ok_or_else(|| Error::protocol("missing hw fd"))?;
+            let st = nix::sys::stat::fstat(&hw_fd).map_err(|e| Error::sys("fstat hw fd", e))?;
+            if st.st_mode & libc::S_IFMT != libc::S_IFCHR {
+                return Err(Error::protocol("the hw fd from the server is not a device"));
+            }
+            Ok(Connection { sock, hw_fd, hw_path, shm_fd, slot })
+        }
+        Message::Refuse { errno, message } => Err(Error::server(errno, message)),
+        Message::Hello { .. } => Err(Error::protocol("server answered with a Hello")),
+    }
+}
+
+/// Where the server binary is: config `server`, then `$RDMIX_SERVER`, then next to the plugin
+/// `.so`, then `../libexec/rdmix/` relative to it.
+pub fn server_path(cfg: &PluginConfig) -> Result<PathBuf> {
+    if let Some(s) = &cfg.server {
+        return Ok(PathBuf::from(s));
+    }
+    if let Some(s) = std::env::var_os("RDMIX_SERVER").filter(|s| !s.is_empty()) {
+        return Ok(PathBuf::from(s));
+    }
+    let dir = plugin_dir().ok_or_else(|| {
+        Error::server(libc::ENOENT, "cannot locate the plugin's own directory; set `server`")
+    })?;
+    let candidates = [
+        dir.join("rdmix-server"),
+        dir.join("../libexec/rdmix/rdmix-server"),
+        dir.join("../../libexec/rdmix/rdmix-server"),
+    ];
+    candidates.iter().find(|p| p.is_file()).cloned().ok_or_else(|| {
+        Error::server(
+            libc::ENOENT,
+            format!(
+                "rdmix-server not found (looked in {}); set the `server` key or RDMIX_SERVER",
+                candidates.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", ")
+            ),
+        )
+    })
+}
+
+/// The directory holding this shared object, from `dladdr` on one of our own functions.
+fn plugin_dir() -> Option<PathBuf> {
+    let mut info: libc::Dl_info = unsafe_zeroed_dl_info();
+    let f = plugin_dir as *const libc::c_void;
+    // SAFETY: dladdr only reads the address and fills `info`; our function is mapped.
+    let r = unsafe { libc::dladdr(f, &mut info) };
+    if r == 0 || info.dli_fname.is_null() {
+        return None;
+    }
+    // SAFETY: dli_fname is a NUL-terminated path owned by the dynamic loader.
+    let p = unsafe { CStr::from_ptr(info.dli_fname) }.to_string_lossy().into_owned();
+    let p = Path::new(&p);
+    let p = p.canonicalize().unwrap_or_else(|_| p.to_path_buf());
+    p.parent().map(Path::to_path_buf)
+}
+
+fn unsafe_zeroed_dl_info() -> libc::Dl_info {
+    libc::Dl_info {
+        dli_fname: std::ptr::null(),
+        dli_fbase: std::ptr::null_mut(),
+        dli_sname: std::ptr::null(),
+        dli_saddr: std::ptr::null_mut(),
+    }
+}
+
+fn server_args(cfg: &PluginConfig, name: &str) -> Vec<String> {
+    let mut a = vec![
+        "--socket".to_string(),
+        name.to_string(),
+        "--card".into(),
+        cfg.hw.card.to_string(),
+        "--device".into(),
+        cfg.hw.device.to_string(),
+    ];
+    if let Some(s) = cfg.hw.subdevice {
+        a.extend(["--subdevice".into(), s.to_string()]);
+    }
+    let p = &cfg.params;
+    let opts: [(&str, Option<u64>); 8] = [
+        ("--format", p.format.map(|v| v as u64)),
+        ("--rate", p.rate.map(u64::from)),
+        ("--channels", p.channels.map(u64::from)),
+        ("--period-size", p.period_size),
+        ("--period-time", p.period_time.map(u64::from)),
+        ("--buffer-size", p.buffer_size),
+        ("--buffer-time", p.buffer_time.map(u64::from)),
+        ("--periods", p.periods.map(u64::from)),
+    ];
+    for (k, v) in opts {
+        if let Some(v) = v {
+            a.extend([k.to_string(), v.to_string()]);
+        }
+    }
+    a
+}
+
+fn spawn_server(cfg: &PluginConfig, name: &str) -> Result<()> {
+    let path = server_path(cfg)?;
+    let status = Command::new(&path)
+        .args(server_args(cfg, name))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .status();
+    match status {
+        Ok(s) if s.success() => Ok(()),
+        Ok(s) => {
+            let code = s.code().unwrap_or(libc::EIO);
+            Err(Error::server(
+                if code > 0 && code < 256 { code } else { libc::EIO },
+                format!("{} failed to start the mixer on {} (exit status {s})", path.display(), cfg.slave_name),
+            ))
+        }
+        // The host application reaped our child itself (SIGCHLD handler): carry on and connect.
+        Err(e) if e.raw_os_error() == Some(libc::ECHILD) => Ok(()),
+        Err(e) => Err(Error::server(
+            e.raw_os_error().unwrap_or(libc::EIO),
+            format!("cannot run {}: {e}", path.display()),
+        )),
+    }
+}
+
+/// Connect to the mixer for `cfg`, starting its server if needed.
+pub fn open(cfg: &PluginConfig) -> Result<Connection> {
+    let uid = nix::unistd::getuid().as_raw();
+    let sub = cfg.hw.subdevice.unwrap_or(0);
+    let name = protocol::socket_name(uid, cfg.hw.card, cfg.hw.device, sub, cfg.ipc_key);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut last_err: Option<Error> = None;
+    loop {
+        if let Some(sock) = try_connect(&name)? {
+            match handshake(sock) {
+                Ok(c) => return Ok(c),
+                // The server was exiting as we connected: start a new one.
+                Err(e) if e.errno() == libc::ECONNRESET || e.errno() == libc::EPIPE => {
+                    last_err = Some(e)
+                }
+                Err(e) => return Err(e),
+            }
+        } else {
+            match spawn_server(cfg, &name) {
+                Ok(()) => {}
+                // The previous server may still hold the device while it exits.
+                Err(e) if e.errno() == libc::EBUSY && Instant::now() < deadline => {
+                    last_err = Some(e)
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        if Instant::now() >= deadline {
+            return Err(last_err.unwrap_or_else(|| {
+                Error::new(ErrorKind::Server, libc::ETIMEDOUT, "timed out reaching rdmix-server")
+            }));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}

@@ -1,0 +1,322 @@
+//! Parsing of the plugin's configuration node (`pcm.NAME { type rdmix ... }`).
+//!
+//! Accepted keys:
+//! - `slave`: a PCM name string (`"hw:0,0"`, `"hw:Loopback,0,0"`, or any PCM whose definition is
+//!   `type hw`), the name of a `pcm_slave` definition, or a compound
+//!   `{ pcm format rate channels period_size period_time buffer_size buffer_time periods }`.
+//! - `ipc_key`: an integer distinguishing independent mixers on the same device (default 0).
+//! - `server`: path of the `rdmix-server` binary (also `RDMIX_SERVER` in the environment; by
+//!   default the binary next to the plugin `.so`, then `../libexec/rdmix/rdmix-server`).
+//! - `comment`, `type`, `hint`: ignored, as alsa-lib's own plugins do.
+//!
+//! Any other key, or a key with the wrong type, is an error naming the key and the PCM.
+
+use std::ffi::{CStr, CString};
+use std::ptr;
+
+use alsa_sys::snd_config_t;
+
+use crate::error::{Error, Result};
+
+/// Parameters the first client asks the server to configure the hardware with. Absent values
+/// take the server's defaults (dmix's: the device's preferred format, 48000 Hz, 2 channels,
+/// period 1024 frames, buffer 4 periods — see `hw::HwRequest`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SlaveParams {
+    pub format: Option<i32>,
+    pub rate: Option<u32>,
+    pub channels: Option<u32>,
+    pub period_size: Option<u64>,
+    pub period_time: Option<u32>,
+    pub buffer_size: Option<u64>,
+    pub buffer_time: Option<u32>,
+    pub periods: Option<u32>,
+}
+
+/// Where the hardware is: `/dev/snd/pcmC{card}D{device}p`, optionally a fixed subdevice.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HwAddress {
+    pub card: u32,
+    pub device: u32,
+    pub subdevice: Option<u32>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PluginConfig {
+    /// The slave PCM name as written in the config, for messages.
+    pub slave_name: String,
+    pub hw: HwAddress,
+    pub params: SlaveParams,
+    pub ipc_key: i64,
+    pub server: Option<String>,
+}
+
+/// A borrowed node of alsa-lib's configuration tree.
+#[derive(Clone, Copy, Debug)]
+struct Node {
+    ptr: *mut snd_config_t,
+}
+
+#[derive(Debug, PartialEq, Eq)]
+enum Kind {
+    Integer,
+    Integer64,
+    Real,
+    String,
+    Pointer,
+    Compound,
+}
+
+impl Node {
+    fn id(&self) -> String {
+        let mut id: *const libc::c_char = ptr::null();
+        // SAFETY: `ptr` is a live config node for the duration of the open call; alsa-lib writes a
+        // pointer to its own NUL-terminated id string (or leaves it NULL).
+        let r = unsafe { alsa_sys::snd_config_get_id(self.ptr, &mut id) };
+        if r < 0 || id.is_null() {
+            return String::new();
+        }
+        // SAFETY: non-null, NUL-terminated, owned by the node which outlives this call.
+        unsafe { CStr::from_ptr(id) }.to_string_lossy().into_owned()
+    }
+
+    fn kind(&self) -> Kind {
+        // SAFETY: `ptr` is a live config node.
+        match unsafe { alsa_sys::snd_config_get_type(self.ptr) } {
+            alsa_sys::SND_CONFIG_TYPE_INTEGER => Kind::Integer,
+            alsa_sys::SND_CONFIG_TYPE_INTEGER64 => Kind::Integer64,
+            alsa_sys::SND_CONFIG_TYPE_REAL => Kind::Real,
+            alsa_sys::SND_CONFIG_TYPE_STRING => Kind::String,
+            alsa_sys::SND_CONFIG_TYPE_COMPOUND => Kind::Compound,
+            _ => Kind::Pointer,
+        }
+    }
+
+    fn string(&self) -> Option<String> {
+        let mut s: *const libc::c_char = ptr::null();
+        // SAFETY: live node; alsa-lib returns a pointer to the node's own string.
+        let r = unsafe { alsa_sys::snd_config_get_string(self.ptr, &mut s) };
+        if r < 0 || s.is_null() {
+            return None;
+        }
+        // SAFETY: non-null, NUL-terminated, owned by the node.
+        Some(unsafe { CStr::from_ptr(s) }.to_string_lossy().into_owned())
+    }
+
+    fn integer(&self) -> Option<i64> {
+        match self.kind() {
+            Kind::Integer => {
+                let mut v: libc::c_long = 0;
+                // SAFETY: live node of integer type; `v` is a valid out-pointer.
+                let r = unsafe { alsa_sys::snd_config_get_integer(self.ptr, &mut v) };
+                (r >= 0).then_some(v as i64)
+            }
+            Kind::Integer64 => {
+                let mut v: libc::c_longlong = 0;
+                // SAFETY: as above.
+                let r = unsafe { alsa_sys::snd_config_get_integer64(self.ptr, &mut v) };
+                (r >= 0).then_some(v as i64)
+            }
+            _ => None,
+        }
+    }
+
+    fn children(&self) -> Vec<Node> {
+        let mut out = Vec::new();
+        if self.kind() != Kind::Compound {
+            return out;
+        }
+        // SAFETY: iterating a live compound node with alsa-lib's iterator functions, which is
+        // what the `snd_config_for_each` C macro expands to.
+        unsafe {
+            let end = alsa_sys::snd_config_iterator_end(self.ptr);
+            let mut it = alsa_sys::snd_config_iterator_first(self.ptr);
+            while it != end {
+                out.push(Node { ptr: alsa_sys::snd_config_iterator_entry(it) });
+                it = alsa_sys::snd_config_iterator_next(it);
+            }
+        }
+        out
+    }
+}
+
+/// A configuration node expanded by `snd_config_search_definition`, deleted on drop.
+struct Expanded(Node);
+
+impl Drop for Expanded {
+    fn drop(&mut self) {
+        // SAFETY: the node was returned by snd_config_search_definition, which hands ownership
+        // of an expanded copy to the caller.
+        unsafe { alsa_sys::snd_config_delete(self.0.ptr) };
+    }
+}
+
+fn search_definition(root: *mut snd_config_t, base: &str, name: &str) -> Option<Expanded> {
+    let base = CString::new(base).ok()?;
+    let key = CString::new(name).ok()?;
+    let mut out: *mut snd_config_t = ptr::null_mut();
+    // SAFETY: `root` is the live configuration root alsa-lib passed to the open function; the
+    // strings are NUL-terminated; on success `out` is a new tree we own (see `Expanded`).
+    let r = unsafe {
+        alsa_sys::snd_config_search_definition(root, base.as_ptr(), key.as_ptr(), &mut out)
+    };
+    (r >= 0 && !out.is_null()).then_some(Expanded(Node { ptr: out }))
+}
+
+struct Ctx<'a> {
+    pcm: &'a str,
+}
+
+impl Ctx<'_> {
+    fn err(&self, msg: impl std::fmt::Display) -> Error {
+        Error::config(format!("PCM '{}': {msg}", self.pcm))
+    }
+
+    fn uint(&self, n: &Node, key: &str, max: u64) -> Result<u64> {
+        match n.integer() {
+            Some(v) if v >= 0 && (v as u64) <= max => Ok(v as u64),
+            Some(v) => Err(self.err(format!("{key} = {v} is out of range (0..={max})"))),
+            None => Err(self.err(format!("{key} must be an integer"))),
+        }
+    }
+
+    fn format(&self, n: &Node, key: &str) -> Result<i32> {
+        let s = n
+            .string()
+            .ok_or_else(|| self.err(format!("{key} must be a format name such as S16_LE")))?;
+        let c = CString::new(s.as_str()).map_err(|_| self.err(format!("{key}: bad string")))?;
+        // SAFETY: NUL-terminated string; alsa-lib only reads it.
+        let v = unsafe { alsa_sys::snd_pcm_format_value(c.as_ptr()) };
+        if v < 0 {
+            return Err(self.err(format!("{key} = {s} is not a known sample format")));
+        }
+        Ok(v)
+    }
+}
+
+/// Parse the plugin node. `root` is the whole configuration (for resolving slave definitions).
+///
+/// # Safety
+/// `root` and `conf` must be the live configuration pointers alsa-lib passed to the plugin's
+/// open function.
+pub unsafe fn parse(
+    pcm: &str,
+    root: *mut snd_config_t,
+    conf: *mut snd_config_t,
+) -> Result<PluginConfig> {
+    let ctx = Ctx { pcm };
+    let mut slave: Option<Node> = None;
+    let mut ipc_key = 0i64;
+    let mut server = None;
+    for n in (Node { ptr: conf }).children() {
+        match n.id().as_str() {
+            "comment" | "type" | "hint" => {}
+            "slave" => slave = Some(n),
+            "ipc_key" => {
+                ipc_key = n.integer().ok_or_else(|| ctx.err("ipc_key must be an integer"))?;
+            }
+            "server" => {
+                let s = n.string().ok_or_else(|| ctx.err("server must be a path string"))?;
+                if s.is_empty() {
+                    return Err(ctx.err("server must not be empty"));
+                }
+                server = Some(s);
+            }
+            other => return Err(ctx.err(format!("unknown configuration key '{other}'"))),
+        }
+    }
+    let slave = slave.ok_or_else(|| ctx.err("no slave is defined (add: slave.pcm \"hw:0,0\")"))?;
+    let (slave_name, params) = parse_slave(&ctx, root, slave)?;
+    let hw = resolve_hw(&ctx, root, &slave_name)?;
+    Ok(PluginConfig { slave_name, hw, params, ipc_key, server })
+}
+
+fn parse_slave(ctx: &Ctx<'_>, root: *mut snd_config_t, slave: Node) -> Result<(String, SlaveParams)> {
+    match slave.kind() {
+        Kind::String => {
+            let name = slave.string().unwrap_or_default();
+            // A `pcm_slave.NAME` definition, as alsa-lib's snd_pcm_slave_conf accepts.
+            if let Some(def) = search_definition(root, "pcm_slave", &name) {
+                return parse_slave_compound(ctx, root, def.0);
+            }
+            Ok((name, SlaveParams::default()))
+        }
+        Kind::Compound => parse_slave_compound(ctx, root, slave),
+        _ => Err(ctx.err("slave must be a PCM name string or a compound { pcm ... }")),
+    }
+}
+
+fn parse_slave_compound(
+    ctx: &Ctx<'_>,
+    _root: *mut snd_config_t,
+    node: Node,
+) -> Result<(String, SlaveParams)> {
+    let mut p = SlaveParams::default();
+    let mut pcm = None;
+    for n in node.children() {
+        let id = n.id();
+        let key = format!("slave.{id}");
+        match id.as_str() {
+            "comment" => {}
+            "pcm" => {
+                pcm = Some(n.string().ok_or_else(|| {
+                    ctx.err("slave.pcm must be a PCM name string such as \"hw:0,0\"")
+                })?)
+            }
+            "format" => p.format = Some(ctx.format(&n, &key)?),
+            "rate" => p.rate = Some(ctx.uint(&n, &key, 768_000)? as u32),
+            "channels" => p.channels = Some(ctx.uint(&n, &key, 256)? as u32),
+            "period_size" => p.period_size = Some(ctx.uint(&n, &key, 1 << 24)?),
+            "period_time" => p.period_time = Some(ctx.uint(&n, &key, 10_000_000)? as u32),
+            "buffer_size" => p.buffer_size = Some(ctx.uint(&n, &key, 1 << 26)?),
+            "buffer_time" => p.buffer_time = Some(ctx.uint(&n, &key, 100_000_000)? as u32),
+            "periods" => p.periods = Some(ctx.uint(&n, &key, 1024)? as u32),
+            other => return Err(ctx.err(format!("unknown configuration key 'slave.{other}'"))),
+        }
+    }
+    for (key, v) in [("rate", p.rate), ("channels", p.channels)] {
+        if v == Some(0) {
+            return Err(ctx.err(format!("slave.{key} must be positive")));
+        }
+    }
+    let pcm = pcm.ok_or_else(|| ctx.err("slave.pcm is missing"))?;
+    Ok((pcm, p))
+}
+
+/// Follow the slave PCM name to its `type hw` definition and read card/device/subdevice.
+fn resolve_hw(ctx: &Ctx<'_>, root: *mut snd_config_t, name: &str) -> Result<HwAddress> {
+    let def = search_definition(root, "pcm", name)
+        .ok_or_else(|| ctx.err(format!("slave PCM '{name}' is not defined")))?;
+    let mut ty = None;
+    let (mut card, mut device, mut subdevice) = (None, 0u32, None);
+    for n in def.0.children() {
+        match n.id().as_str() {
+            "type" => ty = n.string(),
+            "card" => {
+                // SAFETY: live node; snd_config_get_card accepts an integer or a card name/id.
+                let c = unsafe { alsa_sys::snd_config_get_card(n.ptr) };
+                if c < 0 {
+                    return Err(ctx.err(format!("slave '{name}': no such sound card")));
+                }
+                card = Some(c as u32);
+            }
+            "device" => device = ctx.uint(&n, "slave device", 1023)? as u32,
+            "subdevice" => {
+                let v = n.integer().ok_or_else(|| ctx.err("slave subdevice must be an integer"))?;
+                subdevice = (v >= 0).then_some(v as u32);
+            }
+            _ => {}
+        }
+    }
+    match ty.as_deref() {
+        Some("hw") => {}
+        Some(t) => {
+            return Err(ctx.err(format!(
+                "slave '{name}' is of type '{t}'; rdmix needs a 'hw' device (e.g. \"hw:0,0\")"
+            )))
+        }
+        None => return Err(ctx.err(format!("slave '{name}' has no type"))),
+    }
+    let card = card.ok_or_else(|| ctx.err(format!("slave '{name}' names no card")))?;
+    Ok(HwAddress { card, device, subdevice })
+}

@@ -1,0 +1,298 @@
+//! The socket protocol between a client (the plugin) and `rdmix-server`.
+//!
+//! Transport: a `SOCK_SEQPACKET` unix socket in the abstract namespace (nothing on disk, nothing
+//! stale after a crash). Each message is one packet, little-endian, fixed layout:
+//!
+//! ```text
+//! 0  u32 magic "RDMX"
+//! 4  u16 protocol version
+//! 6  u16 message kind
+//! 8  ... body (per kind)
+//! ```
+//!
+//! - `Hello` (client → server), body: `u32 pid`, `u32 reserved`. Sent once after connect.
+//! - `Welcome` (server → client), body: `u32 slot`, `u32 reserved`, `u64 hw path length`, then the
+//!   device path bytes; carries two fds with SCM_RIGHTS: the hw PCM fd and the shared-state memfd.
+//! - `Refuse` (server → client), body: `i32 errno`, `u32 message length`, then a UTF-8 message.
+//!
+//! After `Welcome` nothing more is said: the connection stays open only so that the server sees
+//! the client go (EOF) and can reclaim its slot. There is no per-period traffic.
+//!
+//! Every send uses `MSG_NOSIGNAL` (a dead peer gives EPIPE, never SIGPIPE in the host
+//! application) and every receive `MSG_CMSG_CLOEXEC`.
+
+use std::io::{IoSlice, IoSliceMut};
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+
+use nix::sys::socket::{
+    recvmsg, sendmsg, ControlMessage, ControlMessageOwned, MsgFlags, UnixAddr,
+};
+
+use crate::error::{Error, Result};
+
+pub const MAGIC: u32 = u32::from_le_bytes(*b"RDMX");
+pub const PROTO_VERSION: u16 = 1;
+/// No packet is larger than this; a bigger one is malformed.
+pub const MAX_PACKET: usize = 1024;
+
+const KIND_HELLO: u16 = 1;
+const KIND_WELCOME: u16 = 2;
+const KIND_REFUSE: u16 = 3;
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Message {
+    Hello { pid: u32 },
+    Welcome { slot: u32, hw_path: String },
+    Refuse { errno: i32, message: String },
+}
+
+impl Message {
+    pub fn encode(&self) -> Vec<u8> {
+        let mut b = Vec::with_capacity(64);
+        b.extend_from_slice(&MAGIC.to_le_bytes());
+        b.extend_from_slice(&PROTO_VERSION.to_le_bytes());
+        match self {
+            Message::Hello { pid } => {
+                b.extend_from_slice(&KIND_HELLO.to_le_bytes());
+                b.extend_from_slice(&pid.to_le_bytes());
+                b.extend_from_slice(&0u32.to_le_bytes());
+            }
+            Message::Welcome { slot, hw_path } => {
+                b.extend_from_slice(&KIND_WELCOME.to_le_bytes());
+                b.extend_from_slice(&slot.to_le_bytes());
+                b.extend_from_slice(&0u32.to_le_bytes());
+                let p = truncate(hw_path, 256);
+                b.extend_from_slice(&(p.len() as u64).to_le_bytes());
+                b.extend_from_slice(p.as_bytes());
+            }
+            Message::Refuse { errno, message } => {
+                b.extend_from_slice(&KIND_REFUSE.to_le_bytes());
+                b.extend_from_slice(&errno.to_le_bytes());
+                let m = truncate(message, MAX_PACKET - 16);
+                b.extend_from_slice(&(m.len() as u32).to_le_bytes());
+                b.extend_from_slice(m.as_bytes());
+            }
+        }
+        b
+    }
+
+    /// Decode one packet. Every length is checked; anything unexpected is an error naming it.
+    pub fn decode(b: &[u8]) -> Result<Message> {
+        let mut r = Reader { b, pos: 0 };
+        let magic = r.u32()?;
+        if magic != MAGIC {
+            return Err(Error::protocol(format!("bad magic {magic:#010x}")));
+        }
+        let ver = r.u16()?;
+        if ver != PROTO_VERSION {
+            return Err(Error::protocol(format!(
+                "protocol version {ver}, this build speaks {PROTO_VERSION}"
+            )));
+        }
+        let msg = match r.u16()? {
+            KIND_HELLO => {
+                let pid = r.u32()?;
+                let _ = r.u32()?;
+                Message::Hello { pid }
+            }
+            KIND_WELCOME => {
+                let slot = r.u32()?;
+                let _ = r.u32()?;
+                let len = r.u64()?;
+                if len > 256 {
+                    return Err(Error::protocol(format!("device path length {len} > 256")));
+                }
+                let hw_path = r.string(len as usize)?;
+                Message::Welcome { slot, hw_path }
+            }
+            KIND_REFUSE => {
+                let errno = r.i32()?;
+                let len = r.u32()? as usize;
+                if len > MAX_PACKET {
+                    return Err(Error::protocol(format!("message length {len} too large")));
+                }
+                let message = r.string(len)?;
+                Message::Refuse { errno, message }
+            }
+            k => return Err(Error::protocol(format!("unknown message kind {k}"))),
+        };
+        if r.pos != b.len() {
+            return Err(Error::protocol(format!(
+                "{} trailing bytes after the message",
+                b.len() - r.pos
+            )));
+        }
+        Ok(msg)
+    }
+}
+
+fn truncate(s: &str, max: usize) -> &str {
+    if s.len() <= max {
+        return s;
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
+
+struct Reader<'a> {
+    b: &'a [u8],
+    pos: usize,
+}
+
+impl Reader<'_> {
+    fn take(&mut self, n: usize) -> Result<&[u8]> {
+        let end = self.pos.checked_add(n).filter(|&e| e <= self.b.len()).ok_or_else(|| {
+            Error::protocol(format!("truncated message ({} bytes)", self.b.len()))
+        })?;
+        let s = &self.b[self.pos..end];
+        self.pos = end;
+        Ok(s)
+    }
+    fn u16(&mut self) -> Result<u16> {
+        Ok(u16::from_le_bytes(self.take(2)?.try_into().unwrap_or_default()))
+    }
+    fn u32(&mut self) -> Result<u32> {
+        Ok(u32::from_le_bytes(self.take(4)?.try_into().unwrap_or_default()))
+    }
+    fn i32(&mut self) -> Result<i32> {
+        Ok(i32::from_le_bytes(self.take(4)?.try_into().unwrap_or_default()))
+    }
+    fn u64(&mut self) -> Result<u64> {
+        Ok(u64::from_le_bytes(self.take(8)?.try_into().unwrap_or_default()))
+    }
+    fn string(&mut self, n: usize) -> Result<String> {
+        let s = self.take(n)?;
+        String::from_utf8(s.to_vec()).map_err(|_| Error::protocol("string is not UTF-8"))
+    }
+}
+
+/// The abstract socket name of one mixer: one per (user, card, device, subdevice, ipc_key).
+pub fn socket_name(uid: u32, card: u32, device: u32, subdevice: u32, ipc_key: i64) -> String {
+    format!("rdmix/u{uid}/c{card}d{device}s{subdevice}/k{ipc_key}")
+}
+
+pub fn socket_addr(name: &str) -> Result<UnixAddr> {
+    UnixAddr::new_abstract(name.as_bytes()).map_err(|e| Error::sys("socket name", e))
+}
+
+/// Send one message with optional fds. Never raises SIGPIPE.
+pub fn send(sock: BorrowedFd<'_>, msg: &Message, fds: &[BorrowedFd<'_>]) -> Result<()> {
+    let bytes = msg.encode();
+    let iov = [IoSlice::new(&bytes)];
+    let raw: Vec<RawFd> = fds.iter().map(|f| f.as_raw_fd()).collect();
+    let cmsg = [ControlMessage::ScmRights(&raw)];
+    let cmsgs: &[ControlMessage<'_>] = if raw.is_empty() { &[] } else { &cmsg };
+    let n = sendmsg::<()>(sock.as_raw_fd(), &iov, cmsgs, MsgFlags::MSG_NOSIGNAL, None)
+        .map_err(|e| Error::sys("send to rdmix-server socket", e))?;
+    if n != bytes.len() {
+        return Err(Error::protocol("short send"));
+    }
+    Ok(())
+}
+
+/// Receive one message and the fds that came with it (CLOEXEC). Truncated packets and
+/// truncated control data are errors; fds that arrive are always owned (closed on error).
+pub fn recv(sock: BorrowedFd<'_>) -> Result<(Message, Vec<OwnedFd>)> {
+    let mut buf = [0u8; MAX_PACKET + 1];
+    let mut cmsg_space = nix::cmsg_space!([RawFd; 4]);
+    let (n, flags, fds) = {
+        let mut iov = [IoSliceMut::new(&mut buf)];
+        let m = recvmsg::<()>(
+            sock.as_raw_fd(),
+            &mut iov,
+            Some(&mut cmsg_space),
+            MsgFlags::MSG_CMSG_CLOEXEC,
+        )
+        .map_err(|e| Error::sys("receive from rdmix socket", e))?;
+        let mut fds = Vec::new();
+        if let Ok(cmsgs) = m.cmsgs() {
+            for c in cmsgs {
+                if let ControlMessageOwned::ScmRights(v) = c {
+                    for fd in v {
+                        // SAFETY: the kernel just installed this fd in our table for us; nobody
+                        // else owns it.
+                        fds.push(unsafe { OwnedFd::from_raw_fd(fd) });
+                    }
+                }
+            }
+        }
+        (m.bytes, m.flags, fds)
+    };
+    if n == 0 {
+        return Err(Error::server(libc::ECONNRESET, "the peer closed the connection"));
+    }
+    if flags.contains(MsgFlags::MSG_TRUNC) || n > MAX_PACKET {
+        return Err(Error::protocol(format!("oversized message (> {MAX_PACKET} bytes)")));
+    }
+    if flags.contains(MsgFlags::MSG_CTRUNC) {
+        return Err(Error::protocol("too many file descriptors attached"));
+    }
+    Ok((Message::decode(&buf[..n])?, fds))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn roundtrip() {
+        for m in [
+            Message::Hello { pid: 1234 },
+            Message::Welcome { slot: 3, hw_path: "/dev/snd/pcmC0D0p".into() },
+            Message::Refuse { errno: 13, message: "nope".into() },
+        ] {
+            assert_eq!(Message::decode(&m.encode()).unwrap(), m);
+        }
+    }
+
+    #[test]
+    fn rejects_truncation_at_every_length() {
+        let full = Message::Welcome { slot: 3, hw_path: "/dev/snd/pcmC0D0p".into() }.encode();
+        for n in 0..full.len() {
+            assert!(Message::decode(&full[..n]).is_err(), "accepted {n} bytes");
+        }
+        let mut long = full.clone();
+        long.push(0);
+        assert!(Message::decode(&long).unwrap_err().message().contains("trailing"));
+    }
+
+    #[test]
+    fn rejects_bad_header_fields() {
+        let mut b = Message::Hello { pid: 1 }.encode();
+        b[0] ^= 1;
+        assert!(Message::decode(&b).unwrap_err().message().contains("magic"));
+        let mut b = Message::Hello { pid: 1 }.encode();
+        b[4] = 9;
+        assert!(Message::decode(&b).unwrap_err().message().contains("version"));
+        let mut b = Message::Hello { pid: 1 }.encode();
+        b[6] = 77;
+        assert!(Message::decode(&b).unwrap_err().message().contains("kind"));
+    }
+
+    #[test]
+    fn passes_fds_over_a_socketpair() {
+        use nix::sys::socket::{socketpair, AddressFamily, SockFlag, SockType};
+        use std::os::fd::AsFd;
+        let (a, b) = socketpair(
+            AddressFamily::Unix,
+            SockType::SeqPacket,
+            None,
+            SockFlag::SOCK_CLOEXEC,
+        )
+        .unwrap();
+        let memfd =
+            nix::sys::memfd::memfd_create(c"t", nix::sys::memfd::MFdFlags::MFD_CLOEXEC).unwrap();
+        let m = Message::Welcome { slot: 1, hw_path: "x".into() };
+        send(a.as_fd(), &m, &[memfd.as_fd(), memfd.as_fd()]).unwrap();
+        let (got, fds) = recv(b.as_fd()).unwrap();
+        assert_eq!(got, m);
+        assert_eq!(fds.len(), 2);
+        let fl = nix::fcntl::fcntl(&fds[0], nix::fcntl::FcntlArg::F_GETFD).unwrap();
+        assert_ne!(fl & libc::FD_CLOEXEC, 0, "received fd must be CLOEXEC");
+        drop(a);
+        assert_eq!(recv(b.as_fd()).unwrap_err().errno(), libc::ECONNRESET);
+    }
+}

@@ -1,0 +1,368 @@
+//! `rdmix-server`: owns the hardware PCM of one mixer and hands clients its fd.
+//!
+//! It does only non-real-time work: configure and start the device once, answer each client's
+//! `Hello` with the hw fd and the shared-state memfd, reclaim the slot of a client whose
+//! connection closes (including a crashed one), and exit when the last client has gone.
+//! Clients never talk to it per period.
+//!
+//! Lifecycle: bind the abstract socket (an atomic claim of the mixer's name: a second server
+//! started at the same moment gets EADDRINUSE and exits 0, its client connects to the first),
+//! open and configure the device, create the shared state, listen, then fork into the
+//! background; the foreground process exits 0, which tells the spawning client the socket is
+//! ready. Errors before that point go to the spawning application's stderr and become the exit
+//! status (an errno value).
+
+use std::collections::HashMap;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
+use std::time::{Duration, Instant};
+
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use nix::sys::socket::{
+    accept4, bind, getsockopt, listen, socket, sockopt, AddressFamily, Backlog, SockFlag,
+    SockType,
+};
+
+use crate::error::{Error, Result};
+use crate::hw::{HwPcm, HwRequest};
+use crate::protocol::{self, Message};
+use crate::shm::{Geometry, SharedState};
+
+/// Command-line options of `rdmix-server`.
+#[derive(Clone, Debug, Default)]
+pub struct Options {
+    pub socket: String,
+    pub card: u32,
+    pub device: u32,
+    pub subdevice: Option<u32>,
+    pub request: HwRequest,
+    /// Stay in the foreground and log to stderr (for debugging).
+    pub foreground: bool,
+}
+
+pub fn parse_args(args: &[String]) -> Result<Options> {
+    let mut o = Options::default();
+    let mut it = args.iter();
+    let mut socket = None;
+    let mut card = None;
+    while let Some(a) = it.next() {
+        if a == "--foreground" {
+            o.foreground = true;
+            continue;
+        }
+        let v = it.next().ok_or_else(|| Error::config(format!("{a} needs a value")))?;
+        let num = |v: &str| -> Result<u64> {
+            v.parse::<u64>().map_err(|_| Error::config(format!("{a}: '{v}' is not a number")))
+        };
+        match a.as_str() {
+            "--socket" => socket = Some(v.clone()),
+            "--card" => card = Some(num(v)? as u32),
+            "--device" => o.device = num(v)? as u32,
+            "--subdevice" => o.subdevice = Some(num(v)? as u32),
+            "--format" => o.request.format = Some(num(v)? as i32),
+            "--rate" => o.request.rate = Some(num(v)? as u32),
+            "--channels" => o.request.channels = Some(num(v)? as u32),
+            "--period-size" => o.request.period_size = Some(num(v)?),
+            "--period-time" => o.request.period_time = Some(num(v)? as u32),
+            "--buffer-size" => o.request.buffer_size = Some(num(v)?),
+            "--buffer-time" => o.request.buffer_time = Some(num(v)? as u32),
+            "--periods" => o.request.periods = Some(num(v)? as u32),
+            _ => return Err(Error::config(format!("unknown option {a}"))),
+        }
+    }
+    o.socket = socket.ok_or_else(|| Error::config("--socket is required"))?;
+    o.card = card.ok_or_else(|| Error::config("--card is required"))?;
+    Ok(o)
+}
+
+/// How long a connection may stay silent before its Hello.
+const HELLO_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long the server waits for its first client before giving up.
+const FIRST_CLIENT_TIMEOUT: Duration = Duration::from_secs(10);
+
+#[derive(Debug)]
+struct Conn {
+    fd: OwnedFd,
+    since: Instant,
+    /// Set once the client has been welcomed: (slot, pid).
+    slot: Option<(u32, u32)>,
+}
+
+#[derive(Debug)]
+pub struct Server {
+    listener: OwnedFd,
+    hw: HwPcm,
+    shared: SharedState,
+    conns: HashMap<RawFd, Conn>,
+    uid: u32,
+    had_client: bool,
+    started: Instant,
+}
+
+#[derive(Debug)]
+pub enum Bound {
+    Ready(Box<Server>),
+    /// Another server owns the name already.
+    AlreadyRunning,
+}
+
+/// Claim the socket name, open and start the device, create the shared state.
+pub fn setup(o: &Options) -> Result<Bound> {
+    let listener = socket(
+        AddressFamily::Unix,
+        SockType::SeqPacket,
+        SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK,
+        None,
+    )
+    .map_err(|e| Error::sys("socket", e))?;
+    let addr = protocol::socket_addr(&o.socket)?;
+    match bind(listener.as_raw_fd(), &addr) {
+        Ok(()) => {}
+        Err(nix::errno::Errno::EADDRINUSE) => return Ok(Bound::AlreadyRunning),
+        Err(e) => return Err(Error::sys(format!("bind @{}", o.socket), e)),
+    }
+    let hw = HwPcm::open(o.card, o.device, o.subdevice)?;
+    let cfg = hw.configure(&o.request)?;
+    hw.prepare()?;
+    hw.start()?;
+    let g = Geometry {
+        format: cfg.format,
+        channels: cfg.channels,
+        rate: cfg.rate,
+        sample_bits: cfg.sample_bits,
+        period_size: cfg.period_size,
+        buffer_size: cfg.buffer_size,
+        boundary: cfg.boundary,
+        interleaved: cfg.interleaved,
+        card: o.card,
+        device: o.device,
+        subdevice: o.subdevice.unwrap_or(0),
+    };
+    let shared = SharedState::create(&g, std::process::id())?;
+    listen(&listener, Backlog::new(64).map_err(|e| Error::sys("listen backlog", e))?)
+        .map_err(|e| Error::sys("listen", e))?;
+    Ok(Bound::Ready(Box::new(Server {
+        listener,
+        hw,
+        shared,
+        conns: HashMap::new(),
+        uid: nix::unistd::getuid().as_raw(),
+        had_client: false,
+        started: Instant::now(),
+    })))
+}
+
+impl Server {
+    /// Serve until the last client has gone.
+    pub fn run(mut self) -> Result<()> {
+        loop {
+            if self.conns.is_empty()
+                && (self.had_client || self.started.elapsed() > FIRST_CLIENT_TIMEOUT)
+            {
+                break;
+            }
+            let mut fds = vec![PollFd::new(self.listener.as_fd(), PollFlags::POLLIN)];
+            let keys: Vec<RawFd> = self.conns.keys().copied().collect();
+            for k in &keys {
+                fds.push(PollFd::new(self.conns[k].fd.as_fd(), PollFlags::POLLIN));
+            }
+            match poll(&mut fds, PollTimeout::from(500u16)) {
+                Ok(_) => {}
+                Err(nix::errno::Errno::EINTR) => continue,
+                Err(e) => return Err(Error::sys("poll", e)),
+            }
+            let listen_ready = fds[0].revents().is_some_and(|r| !r.is_empty());
+            let ready: Vec<RawFd> = keys
+                .iter()
+                .zip(&fds[1..])
+                .filter(|(_, p)| p.revents().is_some_and(|r| !r.is_empty()))
+                .map(|(k, _)| *k)
+                .collect();
+            drop(fds);
+            for k in ready {
+                self.service(k);
+            }
+            if listen_ready {
+                self.accept_all();
+            }
+            self.expire_silent();
+        }
+        // Unbind the name first so no new client connects to a server that is leaving.
+        drop(self.listener);
+        let _ = self.hw.drop_stream();
+        Ok(())
+    }
+
+    fn accept_all(&mut self) {
+        loop {
+            match accept4(
+                self.listener.as_raw_fd(),
+                SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK,
+            ) {
+                Ok(fd) => {
+                    // SAFETY: accept4 returned a new fd that nobody else owns.
+                    let fd = unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) };
+                    self.conns.insert(fd.as_raw_fd(), Conn { fd, since: Instant::now(), slot: None });
+                }
+                Err(nix::errno::Errno::EINTR) => continue,
+                Err(_) => return,
+            }
+        }
+    }
+
+    fn expire_silent(&mut self) {
+        let stale: Vec<RawFd> = self
+            .conns
+            .iter()
+            .filter(|(_, c)| c.slot.is_none() && c.since.elapsed() > HELLO_TIMEOUT)
+            .map(|(k, _)| *k)
+            .collect();
+        for k in stale {
+            self.conns.remove(&k);
+        }
+    }
+
+    fn close(&mut self, k: RawFd) {
+        if let Some(c) = self.conns.remove(&k) {
+            if let Some((slot, pid)) = c.slot {
+                self.shared.release_slot(slot, pid);
+            }
+        }
+    }
+
+    /// A connection is readable: a Hello, or (for a welcomed client) EOF or junk.
+    fn service(&mut self, k: RawFd) {
+        let Some(c) = self.conns.get(&k) else { return };
+        let res = protocol::recv(c.fd.as_fd());
+        let welcomed = c.slot.is_some();
+        match res {
+            // Any fds a client sent are dropped (closed) with `_fds`.
+            Ok((Message::Hello { .. }, _fds)) if !welcomed => {
+                if let Err(e) = self.welcome(k) {
+                    if let Some(c) = self.conns.get(&k) {
+                        let _ = protocol::send(
+                            c.fd.as_fd(),
+                            &Message::Refuse { errno: e.errno(), message: e.message().to_string() },
+                            &[],
+                        );
+                    }
+                    self.close(k);
+                }
+            }
+            Err(e) if e.errno() == libc::EAGAIN => {}
+            // EOF, a second Hello, anything else: the conversation is over.
+            _ => self.close(k),
+        }
+    }
+
+    fn welcome(&mut self, k: RawFd) -> Result<()> {
+        let c = self.conns.get(&k).ok_or_else(|| Error::protocol("gone"))?;
+        let cred = getsockopt(&c.fd, sockopt::PeerCredentials)
+            .map_err(|e| Error::sys("SO_PEERCRED", e))?;
+        if cred.uid() != self.uid && cred.uid() != 0 {
+            return Err(Error::new(
+                crate::error::ErrorKind::Access,
+                libc::EACCES,
+                format!(
+                    "uid {} may not join the mixer of uid {} (sharing between users is not enabled)",
+                    cred.uid(),
+                    self.uid
+                ),
+            ));
+        }
+        let pid = cred.pid() as u32;
+        let slot = self.shared.claim_slot(pid).ok_or_else(|| {
+            Error::server(libc::EBUSY, "the mixer has no free client slot")
+        })?;
+        let msg = Message::Welcome { slot, hw_path: self.hw.path().to_string() };
+        if let Err(e) = protocol::send(c.fd.as_fd(), &msg, &[self.hw.fd(), self.shared.fd()]) {
+            self.shared.release_slot(slot, pid);
+            return Err(e);
+        }
+        if let Some(c) = self.conns.get_mut(&k) {
+            c.slot = Some((slot, pid));
+        }
+        self.had_client = true;
+        Ok(())
+    }
+}
+
+/// Close every inherited fd above stderr: the server must not keep the application's files,
+/// sockets or pipes open.
+pub fn close_inherited_fds() {
+    // SAFETY: close_range only closes descriptors; at this point (start of main) nothing in this
+    // process owns an fd above 2.
+    let r = unsafe { libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32) };
+    if r != 0 {
+        if let Ok(dir) = std::fs::read_dir("/proc/self/fd") {
+            let fds: Vec<i32> = dir
+                .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+                .filter(|&fd| fd > 2)
+                .collect();
+            for fd in fds {
+                // SAFETY: as above; closing an fd that was the read_dir's own is harmless now.
+                unsafe { libc::close(fd) };
+            }
+        }
+    }
+}
+
+/// Fork into the background: the parent exits 0 (socket ready), the child continues detached
+/// with stdio on /dev/null (or on `$RDMIX_SERVER_LOG`).
+pub fn daemonize() -> Result<()> {
+    // SAFETY: the server is single-threaded at this point, so the child may run any code.
+    match unsafe { nix::unistd::fork() }.map_err(|e| Error::sys("fork", e))? {
+        nix::unistd::ForkResult::Parent { .. } => std::process::exit(0),
+        nix::unistd::ForkResult::Child => {}
+    }
+    let _ = nix::unistd::setsid();
+    let _ = std::env::set_current_dir("/");
+    let null = std::fs::OpenOptions::new().read(true).write(true).open("/dev/null");
+    let log = std::env::var_os("RDMIX_SERVER_LOG").and_then(|p| {
+        std::fs::OpenOptions::new().create(true).append(true).open(p).ok()
+    });
+    if let Ok(null) = null {
+        let out = log.as_ref().map(|l| l.as_raw_fd()).unwrap_or(null.as_raw_fd());
+        // SAFETY: dup2 onto the standard descriptors of our own process.
+        unsafe {
+            libc::dup2(null.as_raw_fd(), 0);
+            libc::dup2(out, 1);
+            libc::dup2(out, 2);
+        }
+    }
+    Ok(())
+}
+
+/// The whole server: returns the process exit status.
+pub fn main(args: &[String]) -> i32 {
+    close_inherited_fds();
+    // SAFETY: installing SIG_IGN for SIGPIPE in our own single-threaded process.
+    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_IGN) };
+    let o = match parse_args(args) {
+        Ok(o) => o,
+        Err(e) => {
+            eprintln!("rdmix-server: {e}");
+            return 2;
+        }
+    };
+    let server = match setup(&o) {
+        Ok(Bound::Ready(s)) => s,
+        Ok(Bound::AlreadyRunning) => return 0,
+        Err(e) => {
+            eprintln!("rdmix-server: hw:{},{}: {e}", o.card, o.device);
+            return e.errno().clamp(1, 255);
+        }
+    };
+    if !o.foreground {
+        if let Err(e) = daemonize() {
+            eprintln!("rdmix-server: {e}");
+            return e.errno().clamp(1, 255);
+        }
+    }
+    match server.run() {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("rdmix-server: {e}");
+            1
+        }
+    }
+}

@@ -1,0 +1,455 @@
+//! One client's playback stream: where its frames land in the slave ring, when they are mixed,
+//! and what position it reports to alsa-lib.
+//!
+//! # Positions
+//!
+//! - `slave`: the slave hardware position, unwrapped to a monotone counter that is congruent to
+//!   the kernel's `hw_ptr` modulo the kernel's boundary (so lap numbers agree between clients).
+//! - `base`: the slave position of this client's frame 0, fixed at start: the slave position
+//!   after a fresh `HWSYNC` plus one slave period of headroom, so the first frame lands where
+//!   the hardware has not read and nothing will silence.
+//! - `written`: frames the application has handed over since prepare; `mixed`: frames already
+//!   accumulated into the shared ring. Frames `mixed..written` wait in the private `ring` until
+//!   the slave ring has room for them (never more than one slave buffer ahead of the hardware,
+//!   never inside the period the hardware is in).
+//! - The position reported to alsa-lib (`pointer`) is `slave - base`: the frames the hardware
+//!   has consumed. So `delay` is exactly what is still to be heard, and drain ends when the last
+//!   frame has been played.
+//!
+//! # Real-time contract
+//!
+//! `transfer`, `pointer`, `poll_revents` and `arm_timer` allocate nothing, take no lock and make
+//! no call to the server: they touch the kernel's status page, the DMA buffer and the shared
+//! sum ring through atomics, and make only kernel syscalls on the client's own fds (`HWSYNC` on
+//! the hw fd, `timerfd_settime`/`read` on the timer). The private ring is allocated in
+//! `hw_params`, outside the real-time path.
+
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::sync::atomic::Ordering;
+
+use crate::client::Connection;
+use crate::error::{Error, Result};
+use crate::hw::{self, DmaBuffer, HwPcm, StatusPage};
+use crate::mix::{ChannelLayout, Target};
+use crate::shm::{Geometry, SharedState};
+
+/// The client's negotiated parameters (from alsa-lib's hw_params and sw_params).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ClientParams {
+    pub channels: usize,
+    pub sample_bytes: usize,
+    pub buffer_size: u64,
+    pub period_size: u64,
+    pub rate: u32,
+    /// alsa-lib's boundary for this PCM (positions returned by `pointer` wrap at it).
+    pub boundary: u64,
+    pub stop_threshold: u64,
+    pub avail_min: u64,
+}
+
+#[derive(Debug)]
+pub struct Stream {
+    // Field order is drop order: mappings and the hw fd go before the socket, so that the server,
+    // seeing our EOF, knows we no longer hold the device.
+    status: StatusPage,
+    dma: DmaBuffer,
+    hw: HwPcm,
+    shared: SharedState,
+    timer: OwnedFd,
+    sock: OwnedFd,
+    layout: Vec<ChannelLayout>,
+    geom: Geometry,
+    slot: u32,
+    pid: u32,
+    p: ClientParams,
+    /// Pending frames, interleaved, in the slave sample format; u64 storage for alignment.
+    ring: Vec<u64>,
+    running: bool,
+    slave_raw: u64,
+    slave: u64,
+    base: u64,
+    written: u64,
+    mixed: u64,
+}
+
+impl Stream {
+    /// Map everything the server handed us and check it against the shared state.
+    pub fn attach(conn: Connection) -> Result<Stream> {
+        let Connection { sock, hw_fd, hw_path, shm_fd, slot } = conn;
+        let shared = SharedState::attach(shm_fd)?;
+        let geom = shared.geometry();
+        if geom.boundary % geom.buffer_size != 0
+            || (geom.boundary / geom.buffer_size) % (1 << 24) != 0
+        {
+            return Err(Error::layout(format!(
+                "slave boundary {} is not a buffer multiple of 2^24 laps",
+                geom.boundary
+            )));
+        }
+        match geom.format {
+            hw::SNDRV_PCM_FORMAT_S16_LE | hw::SNDRV_PCM_FORMAT_S32_LE => {}
+            f => {
+                return Err(Error::config(format!(
+                    "slave sample format {} is not supported yet (use format S16_LE or S32_LE)",
+                    hw::format_name(f)
+                )))
+            }
+        }
+        let hw = HwPcm::from_fd(hw_fd, hw_path);
+        let status = hw.map_status()?;
+        let (dma, areas) = hw.map_dma_for_client(geom.channels, geom.buffer_size, geom.sample_bits, geom.interleaved)?;
+        let layout = areas
+            .iter()
+            .map(|a| ChannelLayout { first: (a.first / 8) as usize, step: (a.step / 8) as usize })
+            .collect::<Vec<_>>();
+        let sb = geom.sample_bits as usize / 8;
+        for l in &layout {
+            let last = l.first + (geom.buffer_size as usize - 1) * l.step + sb;
+            if last > dma.len() || l.first % sb != 0 || l.step % sb != 0 {
+                return Err(Error::layout(format!(
+                    "DMA channel layout (first {} step {}) does not fit the {}-byte mapping",
+                    l.first,
+                    l.step,
+                    dma.len()
+                )));
+            }
+        }
+        let timer = nix::sys::timerfd::TimerFd::new(
+            nix::sys::timerfd::ClockId::CLOCK_MONOTONIC,
+            nix::sys::timerfd::TimerFlags::TFD_CLOEXEC | nix::sys::timerfd::TimerFlags::TFD_NONBLOCK,
+        )
+        .map_err(|e| Error::sys("timerfd_create", e))?;
+        let timer: OwnedFd = timer.into();
+        let raw = status.hw_ptr();
+        Ok(Stream {
+            status,
+            dma,
+            hw,
+            shared,
+            timer,
+            sock,
+            layout,
+            geom,
+            slot,
+            pid: std::process::id(),
+            p: ClientParams::default(),
+            ring: Vec::new(),
+            running: false,
+            slave_raw: raw,
+            slave: raw,
+            base: 0,
+            written: 0,
+            mixed: 0,
+        })
+    }
+
+    pub fn geometry(&self) -> &Geometry {
+        &self.geom
+    }
+
+    pub fn timer_fd(&self) -> i32 {
+        self.timer.as_raw_fd()
+    }
+
+    /// hw_params: allocate the private ring for the negotiated buffer.
+    pub fn set_hw_params(&mut self, channels: u32, rate: u32, period: u64, buffer: u64) -> Result<()> {
+        if channels != self.geom.channels || rate != self.geom.rate {
+            return Err(Error::config(format!(
+                "{channels} channels at {rate} Hz requested; the mixer runs {} channels at {} Hz",
+                self.geom.channels, self.geom.rate
+            )));
+        }
+        if buffer == 0 || buffer > self.geom.buffer_size {
+            return Err(Error::config(format!(
+                "buffer of {buffer} frames; the mixer allows 1..={}",
+                self.geom.buffer_size
+            )));
+        }
+        let sb = self.geom.sample_bits as usize / 8;
+        let bytes = buffer as usize * channels as usize * sb;
+        self.ring = vec![0u64; bytes.div_ceil(8)];
+        self.p.channels = channels as usize;
+        self.p.sample_bytes = sb;
+        self.p.buffer_size = buffer;
+        self.p.period_size = period;
+        self.p.rate = rate;
+        self.p.boundary = buffer;
+        self.p.stop_threshold = buffer;
+        self.p.avail_min = period;
+        Ok(())
+    }
+
+    pub fn set_sw_params(&mut self, boundary: u64, stop_threshold: u64, avail_min: u64) {
+        self.p.boundary = boundary.max(1);
+        self.p.stop_threshold = stop_threshold;
+        self.p.avail_min = avail_min.max(1);
+    }
+
+    pub fn prepare(&mut self) {
+        self.running = false;
+        self.written = 0;
+        self.mixed = 0;
+        self.base = 0;
+    }
+
+    /// Refresh the slave position: HWSYNC makes the kernel read the driver's pointer now.
+    fn sync_slave(&mut self) -> Result<()> {
+        self.hw.hwsync()?;
+        let raw = self.status.hw_ptr();
+        let b = self.geom.boundary;
+        let delta = (raw + b - self.slave_raw) % b;
+        self.slave += delta;
+        self.slave_raw = raw;
+        Ok(())
+    }
+
+    pub fn start(&mut self) -> Result<()> {
+        self.sync_slave()?;
+        self.base = self.slave + self.geom.period_size;
+        self.running = true;
+        self.mix_pending();
+        // If we were preempted long enough for the hardware to pass our first frame, say so.
+        self.sync_slave()?;
+        if self.slave > self.base && self.mixed > 0 {
+            if let Some(s) = self.shared.slot(self.slot) {
+                s.late.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        self.arm_timer();
+        Ok(())
+    }
+
+    pub fn stop(&mut self) {
+        self.running = false;
+    }
+
+    /// Frames the hardware has consumed of this stream.
+    fn played(&self) -> u64 {
+        if self.running {
+            self.slave.saturating_sub(self.base)
+        } else {
+            0
+        }
+    }
+
+    /// Accumulate pending frames whose slave slots are open.
+    fn mix_pending(&mut self) {
+        if !self.running || self.ring.is_empty() {
+            return;
+        }
+        let now = self.slave;
+        let ps = self.geom.period_size;
+        let limit = now - now % ps + self.geom.buffer_size;
+        let bc = self.p.buffer_size;
+        let nch = self.p.channels;
+        let mut late = 0u64;
+        while self.mixed < self.written {
+            let p = self.base + self.mixed;
+            if p < now {
+                // Too late for these: the hardware has played their slots. Dropping them is the
+                // only way not to play them a buffer late.
+                let skip = (now - self.base).min(self.written) - self.mixed;
+                self.mixed += skip;
+                late += skip;
+                continue;
+            }
+            if p >= limit {
+                break;
+            }
+            let idx = self.mixed % bc;
+            let n = (self.written - self.mixed).min(limit - p).min(bc - idx);
+            let target = Target {
+                dma: self.dma.as_ptr(),
+                dma_len: self.dma.len(),
+                sum: self.shared.sum_ring(),
+                channels: &self.layout,
+                buffer_size: self.geom.buffer_size,
+            };
+            let (i0, i1) = (idx as usize * nch, (idx + n) as usize * nch);
+            // SAFETY: the DMA mapping and layout were checked at attach; the ring holds
+            // `buffer_size * channels` samples of the slave format, suitably aligned (u64 storage).
+            let l = unsafe {
+                match self.geom.format {
+                    hw::SNDRV_PCM_FORMAT_S16_LE => {
+                        let s = std::slice::from_raw_parts(self.ring.as_ptr() as *const i16, i1);
+                        target.mix_s16(p, &s[i0..i1], false)
+                    }
+                    _ => {
+                        let s = std::slice::from_raw_parts(self.ring.as_ptr() as *const i32, i1);
+                        target.mix_s32(p, &s[i0..i1], false)
+                    }
+                }
+            };
+            late += l as u64;
+            self.mixed += n;
+        }
+        if let Some(s) = self.shared.slot(self.slot) {
+            s.mixed_to.store(self.base + self.mixed, Ordering::Relaxed);
+            s.frames_mixed.store(self.mixed, Ordering::Relaxed);
+            if late > 0 {
+                s.late.fetch_add(late as u32, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// Accept `size` frames from the application's areas at `offset`.
+    ///
+    /// # Safety
+    /// `areas` must point at `channels` valid channel areas covering `offset..offset+size`
+    /// frames, as alsa-lib passes to the transfer callback.
+    pub unsafe fn transfer(
+        &mut self,
+        areas: *const crate::ffi::snd_pcm_channel_area_t,
+        offset: u64,
+        size: u64,
+    ) -> Result<u64> {
+        let nch = self.p.channels;
+        let sb = self.p.sample_bytes;
+        let bc = self.p.buffer_size;
+        if self.ring.is_empty() || nch == 0 {
+            return Err(Error::new(crate::error::ErrorKind::Io, libc::EBADFD, "transfer before hw_params"));
+        }
+        let ring = self.ring.as_mut_ptr() as *mut u8;
+        let frame_bytes = nch * sb;
+        let mut done = 0u64;
+        while done < size {
+            let idx = (self.written + done) % bc;
+            let n = (size - done).min(bc - idx);
+            // SAFETY: per the caller's contract the areas are valid for these frames; the ring
+            // has room for `bc` frames and `idx + n <= bc`.
+            unsafe {
+                let a0 = &*areas;
+                let interleaved = (0..nch).all(|c| {
+                    let a = &*areas.add(c);
+                    a.addr == a0.addr
+                        && a.step as usize == frame_bytes * 8
+                        && a.first as usize == c * sb * 8
+                });
+                if interleaved && a0.first % 8 == 0 {
+                    let src = (a0.addr as *const u8)
+                        .add(a0.first as usize / 8 + (offset + done) as usize * frame_bytes);
+                    std::ptr::copy_nonoverlapping(
+                        src,
+                        ring.add(idx as usize * frame_bytes),
+                        n as usize * frame_bytes,
+                    );
+                } else {
+                    for c in 0..nch {
+                        let a = &*areas.add(c);
+                        for f in 0..n as usize {
+                            let bit = a.first as usize + (offset as usize + done as usize + f) * a.step as usize;
+                            let src = (a.addr as *const u8).add(bit / 8);
+                            let dst = ring.add((idx as usize + f) * frame_bytes + c * sb);
+                            std::ptr::copy_nonoverlapping(src, dst, sb);
+                        }
+                    }
+                }
+            }
+            done += n;
+        }
+        self.written += size;
+        if self.running {
+            self.sync_slave()?;
+            self.mix_pending();
+        }
+        self.arm_timer();
+        Ok(size)
+    }
+
+    /// The position to report to alsa-lib, or an xrun.
+    pub fn pointer(&mut self, draining: bool) -> Result<u64> {
+        if !self.running {
+            return Ok(0);
+        }
+        self.sync_slave()?;
+        self.mix_pending();
+        let played = self.played();
+        if draining {
+            return Ok(played.min(self.written) % self.p.boundary);
+        }
+        if self.p.stop_threshold < self.p.boundary {
+            let avail = self.p.buffer_size as i128 + played as i128 - self.written as i128;
+            if avail >= self.p.stop_threshold as i128 {
+                if let Some(s) = self.shared.slot(self.slot) {
+                    s.xruns.fetch_add(1, Ordering::Relaxed);
+                }
+                self.running = false;
+                return Err(Error::new(crate::error::ErrorKind::Xrun, libc::EPIPE, "underrun"));
+            }
+        }
+        Ok(played % self.p.boundary)
+    }
+
+    /// Drain expirations of the wakeup timer.
+    pub fn ack_timer(&self) {
+        let mut buf = [0u8; 8];
+        let _ = nix::unistd::read(&self.timer, &mut buf);
+    }
+
+    /// Frames until the application's wait condition holds (0 = now), given alsa-lib's state.
+    fn frames_until_ready(&self, draining: bool) -> Option<u64> {
+        if !self.running {
+            return None;
+        }
+        let target_played = if draining {
+            self.written
+        } else {
+            (self.written + self.p.avail_min).saturating_sub(self.p.buffer_size)
+        };
+        let target = self.base + target_played;
+        Some(target.saturating_sub(self.slave))
+    }
+
+    /// Arm the wakeup timer for the moment the wait condition should hold, with a fallback
+    /// interval of one client period.
+    pub fn arm_timer_for(&self, draining: bool, ready_now: bool) {
+        let rate = self.p.rate.max(1) as u64;
+        let ns = if ready_now {
+            1
+        } else {
+            match self.frames_until_ready(draining) {
+                Some(f) => f * 1_000_000_000 / rate + 500_000,
+                None => 0,
+            }
+        };
+        let period_ns = self.p.period_size.max(1) * 1_000_000_000 / rate;
+        let ts = |ns: u64| libc::timespec {
+            tv_sec: (ns / 1_000_000_000) as libc::time_t,
+            tv_nsec: (ns % 1_000_000_000) as libc::c_long,
+        };
+        let spec = libc::itimerspec {
+            it_interval: ts(period_ns),
+            it_value: ts(if ns == 0 { period_ns } else { ns }),
+        };
+        // SAFETY: our own timerfd and a fully initialised itimerspec.
+        unsafe { libc::timerfd_settime(self.timer.as_raw_fd(), 0, &spec, std::ptr::null_mut()) };
+    }
+
+    fn arm_timer(&self) {
+        self.arm_timer_for(false, false);
+    }
+
+    /// Whether alsa-lib's `avail` satisfies the application's wakeup threshold.
+    pub fn ready(&self, avail: u64) -> bool {
+        avail >= self.p.avail_min
+    }
+
+    /// Frames written but not yet played.
+    pub fn delay(&self) -> i64 {
+        self.written as i64 - self.played().min(self.written) as i64
+    }
+
+    pub fn hw_fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        self.hw.fd()
+    }
+
+    pub fn sock_fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        self.sock.as_fd()
+    }
+}
+
+impl Drop for Stream {
+    fn drop(&mut self) {
+        self.shared.release_slot(self.slot, self.pid);
+    }
+}
