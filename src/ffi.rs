@@ -22,10 +22,10 @@ pub const SND_PCM_IOPLUG_FLAG_MONOTONIC: c_uint = 1 << 1;
 pub const SND_PCM_IOPLUG_HW_ACCESS: c_int = 0;
 pub const SND_PCM_IOPLUG_HW_FORMAT: c_int = 1;
 pub const SND_PCM_IOPLUG_HW_CHANNELS: c_int = 2;
-pub const SND_PCM_IOPLUG_HW_BUFFER_BYTES: c_int = 3;
+pub const SND_PCM_IOPLUG_HW_RATE: c_int = 3;
 pub const SND_PCM_IOPLUG_HW_PERIOD_BYTES: c_int = 4;
-pub const SND_PCM_IOPLUG_HW_PERIODS: c_int = 5;
-pub const SND_PCM_IOPLUG_HW_RATE: c_int = 6;
+pub const SND_PCM_IOPLUG_HW_BUFFER_BYTES: c_int = 5;
+pub const SND_PCM_IOPLUG_HW_PERIODS: c_int = 6;
 
 /// `struct snd_pcm_ioplug`. alsa-lib keeps a pointer to it: it must never move (it lives in a Box).
 #[repr(C)]
@@ -132,4 +132,63 @@ extern "C" {
         max: c_uint,
     ) -> c_int;
     pub fn snd_pcm_ioplug_reinit_status(io: *mut snd_pcm_ioplug_t) -> c_int;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::mem::{offset_of, size_of};
+
+    /// Compile a C program against the installed <alsa/pcm_external.h> and compare every
+    /// constant and offset this module hard-codes.
+    #[test]
+    fn matches_the_c_header() {
+        let dir = std::env::temp_dir().join(format!("rdmix-ffi-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let src = dir.join("t.c");
+        std::fs::write(
+            &src,
+            r#"#include <stdio.h>
+#include <stddef.h>
+#include <alsa/asoundlib.h>
+#include <alsa/pcm_external.h>
+int main(void) {
+  printf("%zu %zu %zu %zu %zu %zu\n", sizeof(snd_pcm_ioplug_t), offsetof(snd_pcm_ioplug_t, poll_fd),
+         offsetof(snd_pcm_ioplug_t, appl_ptr), offsetof(snd_pcm_ioplug_t, buffer_size),
+         sizeof(snd_pcm_ioplug_callback_t), offsetof(snd_pcm_ioplug_callback_t, set_chmap));
+  printf("%d %d %d %d %d %d %d\n", SND_PCM_IOPLUG_HW_ACCESS, SND_PCM_IOPLUG_HW_FORMAT,
+         SND_PCM_IOPLUG_HW_CHANNELS, SND_PCM_IOPLUG_HW_RATE, SND_PCM_IOPLUG_HW_PERIOD_BYTES,
+         SND_PCM_IOPLUG_HW_BUFFER_BYTES, SND_PCM_IOPLUG_HW_PERIODS);
+  printf("%d %d %d\n", SND_PCM_IOPLUG_VERSION, SND_PCM_IOPLUG_FLAG_BOUNDARY_WA, SND_PCM_IOPLUG_FLAG_MONOTONIC);
+  return 0;
+}"#,
+        )
+        .unwrap();
+        let exe = dir.join("t");
+        let st = std::process::Command::new("cc").arg(&src).arg("-o").arg(&exe).status().unwrap();
+        assert!(st.success(), "cc failed (libasound2-dev installed?)");
+        let out = std::process::Command::new(&exe).output().unwrap();
+        let out = String::from_utf8(out.stdout).unwrap();
+        let want = format!(
+            "{} {} {} {} {} {}\n{} {} {} {} {} {} {}\n{} {} {}\n",
+            size_of::<snd_pcm_ioplug_t>(),
+            offset_of!(snd_pcm_ioplug_t, poll_fd),
+            offset_of!(snd_pcm_ioplug_t, appl_ptr),
+            offset_of!(snd_pcm_ioplug_t, buffer_size),
+            size_of::<snd_pcm_ioplug_callback_t>(),
+            offset_of!(snd_pcm_ioplug_callback_t, set_chmap),
+            SND_PCM_IOPLUG_HW_ACCESS,
+            SND_PCM_IOPLUG_HW_FORMAT,
+            SND_PCM_IOPLUG_HW_CHANNELS,
+            SND_PCM_IOPLUG_HW_RATE,
+            SND_PCM_IOPLUG_HW_PERIOD_BYTES,
+            SND_PCM_IOPLUG_HW_BUFFER_BYTES,
+            SND_PCM_IOPLUG_HW_PERIODS,
+            SND_PCM_IOPLUG_VERSION,
+            SND_PCM_IOPLUG_FLAG_BOUNDARY_WA,
+            SND_PCM_IOPLUG_FLAG_MONOTONIC,
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+        assert_eq!(out, want);
+    }
 }

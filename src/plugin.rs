@@ -37,6 +37,23 @@ struct Plugin {
     stream: Stream,
 }
 
+/// Debug trace of callbacks, enabled by `RDMIX_TRACE=1` at open (off the hot path otherwise:
+/// one branch on a bool).
+macro_rules! trace {
+    ($s:expr, $($arg:tt)*) => {
+        if $s.trace {
+            eprintln!("rdmix[{:.6}] {}", $crate::plugin::now_secs(), format_args!($($arg)*));
+        }
+    };
+}
+
+pub(crate) fn now_secs() -> f64 {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: valid out-pointer.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as f64 + ts.tv_nsec as f64 * 1e-9
+}
+
 fn report(name: &str, e: &Error) -> c_int {
     eprintln!("rdmix: PCM '{name}': {e}");
     -e.errno().max(1)
@@ -75,7 +92,10 @@ unsafe extern "C" fn cb_start(io: *mut snd_pcm_ioplug_t) -> c_int {
     // SAFETY: called by alsa-lib with our io.
     unsafe {
         with(io, -libc::EIO, |s, _, name| match s.start() {
-            Ok(()) => 0,
+            Ok(()) => {
+                trace!(s, "start {}", s.debug_positions());
+                0
+            }
             Err(e) => report(name, &e),
         })
     }
@@ -85,6 +105,7 @@ unsafe extern "C" fn cb_stop(io: *mut snd_pcm_ioplug_t) -> c_int {
     // SAFETY: called by alsa-lib with our io.
     unsafe {
         with(io, -libc::EIO, |s, _, _| {
+            trace!(s, "stop {}", s.debug_positions());
             s.stop();
             0
         })
@@ -95,7 +116,9 @@ unsafe extern "C" fn cb_pointer(io: *mut snd_pcm_ioplug_t) -> snd_pcm_sframes_t 
     // SAFETY: called by alsa-lib with our io.
     unsafe {
         with(io, -(libc::EPIPE as snd_pcm_sframes_t), |s, io, name| {
-            match s.pointer(state(io) == SND_PCM_STATE_DRAINING) {
+            let r = s.pointer(state(io) == SND_PCM_STATE_DRAINING);
+            trace!(s, "pointer st={} -> {:?} {}", state(io), r.as_ref().map_err(|e| e.errno()), s.debug_positions());
+            match r {
                 Ok(v) => v as snd_pcm_sframes_t,
                 Err(e) if e.errno() == libc::EPIPE => -(libc::EPIPE as snd_pcm_sframes_t),
                 Err(e) => report(name, &e) as snd_pcm_sframes_t,
@@ -113,6 +136,7 @@ unsafe extern "C" fn cb_transfer(
     // SAFETY: called by alsa-lib with our io and valid areas for offset..offset+size.
     unsafe {
         with(io, -(libc::EIO as snd_pcm_sframes_t), |s, _, name| {
+            trace!(s, "transfer off={offset} size={size}");
             match s.transfer(areas, offset as u64, size as u64) {
                 Ok(n) => n as snd_pcm_sframes_t,
                 Err(e) => report(name, &e) as snd_pcm_sframes_t,
@@ -194,6 +218,7 @@ unsafe extern "C" fn cb_poll_descriptors(io: *mut snd_pcm_ioplug_t, pfd: *mut po
             let hw = std::ptr::read_volatile(std::ptr::addr_of!((*io).hw_ptr));
             let room = st == SND_PCM_STATE_PREPARED && appl.wrapping_sub(hw) < (*io).buffer_size;
             s.arm_timer_for(st == SND_PCM_STATE_DRAINING, room || (st != SND_PCM_STATE_RUNNING && st != SND_PCM_STATE_DRAINING));
+            trace!(s, "poll_descriptors st={st} room={room} {}", s.debug_positions());
             1
         })
     }
@@ -246,6 +271,7 @@ unsafe extern "C" fn cb_poll_revents(
             } else {
                 libc::POLLOUT as c_ushort
             };
+            trace!(s, "revents st={st} avail={avail} -> {ev:#x} {}", s.debug_positions());
             *revents = ev;
             0
         })

@@ -49,6 +49,8 @@ pub struct ClientParams {
 
 #[derive(Debug)]
 pub struct Stream {
+    /// `RDMIX_TRACE=1`: log callbacks to stderr (debugging only).
+    pub trace: bool,
     // Field order is drop order: mappings and the hw fd go before the socket, so that the server,
     // seeing our EOF, knows we no longer hold the device.
     status: StatusPage,
@@ -122,6 +124,7 @@ impl Stream {
         let timer: OwnedFd = timer.into();
         let raw = status.hw_ptr();
         Ok(Stream {
+            trace: std::env::var_os("RDMIX_TRACE").is_some_and(|v| v == "1"),
             status,
             dma,
             hw,
@@ -238,8 +241,10 @@ impl Stream {
             return;
         }
         let now = self.slave;
-        let ps = self.geom.period_size;
-        let limit = now - now % ps + self.geom.buffer_size;
+        // The slot of slave frame `now + buffer_size - 1` last held frame `now - 1`, which the
+        // hardware has played and the kernel silenced before publishing `now` (free-running
+        // silence runs before hw_ptr moves). Nothing later is free yet.
+        let limit = now + self.geom.buffer_size;
         let bc = self.p.buffer_size;
         let nch = self.p.channels;
         let mut late = 0u64;
@@ -397,7 +402,14 @@ impl Stream {
             (self.written + self.p.avail_min).saturating_sub(self.p.buffer_size)
         };
         let target = self.base + target_played;
-        Some(target.saturating_sub(self.slave))
+        let mut wait = target.saturating_sub(self.slave);
+        // Pending frames must be mixed before the hardware reaches them: wake as soon as the
+        // next one's slot opens.
+        if self.mixed < self.written {
+            let opens = (self.base + self.mixed + 1).saturating_sub(self.geom.buffer_size);
+            wait = wait.min(opens.saturating_sub(self.slave));
+        }
+        Some(wait)
     }
 
     /// Arm the wakeup timer for the moment the wait condition should hold, with a fallback
@@ -427,6 +439,17 @@ impl Stream {
 
     fn arm_timer(&self) {
         self.arm_timer_for(false, false);
+    }
+
+    pub fn debug_positions(&self) -> String {
+        format!(
+            "slave={} base={} written={} mixed={} played={}",
+            self.slave,
+            self.base,
+            self.written,
+            self.mixed,
+            self.played()
+        )
     }
 
     /// Whether alsa-lib's `avail` satisfies the application's wakeup threshold.

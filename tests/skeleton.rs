@@ -46,10 +46,16 @@ fn strace_socket_traffic(trace: &str) -> Result<(usize, Vec<String>), String> {
         .position(|l| l.contains(&format!("close({fd})")))
         .map(|p| p + hi)
         .unwrap_or(mine.len());
-    let pat = [format!("({fd},"), format!("({fd})")];
+    // Traffic: any data transfer on the fd, or a poll that waits on it.
+    let data_calls = ["read", "write", "readv", "writev", "send", "sendto", "sendmsg", "recv", "recvfrom", "recvmsg", "sendmmsg", "recvmmsg"];
+    let touches = |l: &str| {
+        let call = l.splitn(3, ' ').nth(2).unwrap_or("").trim_start();
+        data_calls.iter().any(|c| call.starts_with(&format!("{c}({fd},")))
+            || l.contains(&format!("fd={fd},"))
+    };
     let touching: Vec<String> = mine[hi + 1..end]
         .iter()
-        .filter(|l| pat.iter().any(|p| l.contains(p.as_str())))
+        .filter(|l| touches(l))
         .map(|l| l.to_string())
         .collect();
     Ok((end - hi - 1, touching))

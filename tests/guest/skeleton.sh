@@ -5,6 +5,17 @@
 set -u
 cd "$OUT" || exit 90
 
+# Run the plugin and server from local tmpfs, as an installed copy would be: executing them
+# from the 9p share pages them in over the virtual wire, which takes seconds under TCG.
+mkdir -p /tmp/rdmix
+cp "$SO" "$SERVER" /tmp/rdmix/ || exit 91
+SO=/tmp/rdmix/$(basename "$SO")
+SERVER=/tmp/rdmix/$(basename "$SERVER")
+
+# The signal too: reading it over 9p costs each aplay loop a round trip, enough under TCG to
+# make a client that reads and writes one period at a time fall behind real time.
+cp sig.wav /tmp/sig.wav || exit 92
+
 cat > asound.conf <<CONF
 pcm_type.rdmix { lib "$SO" }
 pcm.rdmix {
@@ -44,10 +55,10 @@ play() {
     echo "step $name: status $(cat status_$name)"
 }
 
-play rw 4 aplay -v -D rdmix sig.wav
-play mmap 4 aplay -v -M -D rdmix sig.wav
-play nonblock 4 aplay -N -D rdmix sig.wav
-play dmix 4 aplay -D dmixref sig.wav
+play rw 5 aplay -v -D rdmix /tmp/sig.wav
+play mmap 5 aplay -v -M -D rdmix /tmp/sig.wav
+play nonblock 5 aplay -N -D rdmix /tmp/sig.wav
+play dmix 5 aplay -D dmixref /tmp/sig.wav
 
 # speaker-test: one loop of 2 channels.
 speaker-test -D rdmix -c 2 -l 1 -t sine >speaker.log 2>&1
@@ -55,17 +66,17 @@ echo $? > status_speaker
 echo "step speaker: status $(cat status_speaker)"
 
 # strace the client: its socket must see no traffic after the handshake.
-arecord -q -D hw:Loopback,1,0 -f S16_LE -r 48000 -c 2 -t raw -d 4 cap_strace.raw 2>/dev/null &
+arecord -q -D hw:Loopback,1,0 -f S16_LE -r 48000 -c 2 -t raw -d 5 cap_strace.raw 2>/dev/null &
 rec=$!
 sleep 0.4
-strace -f -tt -o strace.txt aplay -D rdmix sig.wav >play_strace.log 2>&1
+strace -f -tt -o strace.txt aplay -D rdmix /tmp/sig.wav >play_strace.log 2>&1
 echo $? > status_strace
 wait $rec
 echo "step strace: status $(cat status_strace)"
 
 # Kill a client mid-stream: the server must go away, and the next open must work.
 sleep 0.5
-aplay -D rdmix sig.wav >play_killed.log 2>&1 &
+aplay -D rdmix /tmp/sig.wav >play_killed.log 2>&1 &
 victim=$!
 sleep 1
 kill -9 $victim
@@ -73,10 +84,10 @@ wait $victim 2>/dev/null
 sleep 1
 echo "$(servers)" > servers_after_kill
 ls -a /dev/shm > shm_after_kill
-play afterkill 4 aplay -D rdmix sig.wav
+play afterkill 5 aplay -D rdmix /tmp/sig.wav
 
 # A wrong configuration key is refused with a message naming it.
-aplay -D rdmixbad sig.wav >play_bad.log 2>&1
+aplay -D rdmixbad /tmp/sig.wav >play_bad.log 2>&1
 echo $? > status_bad
 echo "step bad: status $(cat status_bad)"
 
