@@ -53,7 +53,13 @@ fn handshake(sock: OwnedFd) -> Result<Connection> {
     let tv = nix::sys::time::TimeVal::new(5, 0);
     nix::sys::socket::setsockopt(&sock, nix::sys::socket::sockopt::ReceiveTimeout, &tv)
         .map_err(|e| Error::sys("setsockopt SO_RCVTIMEO", e))?;
-    protocol::send(sock.as_fd(), &Message::Hello { pid: std::process::id() }, &[])?;
+    protocol::send(
+        sock.as_fd(),
+        &Message::Hello {
+            pid: std::process::id(),
+        },
+        &[],
+    )?;
     let (msg, mut fds) = protocol::recv(sock.as_fd())?;
     match msg {
         Message::Welcome { slot, hw_path } => {
@@ -69,7 +75,13 @@ fn handshake(sock: OwnedFd) -> Result<Connection> {
             if st.st_mode & libc::S_IFMT != libc::S_IFCHR {
                 return Err(Error::protocol("the hw fd from the server is not a device"));
             }
-            Ok(Connection { sock, hw_fd, hw_path, shm_fd, slot })
+            Ok(Connection {
+                sock,
+                hw_fd,
+                hw_path,
+                shm_fd,
+                slot,
+            })
         }
         Message::Refuse { errno, message } => Err(Error::server(errno, message)),
         Message::Hello { .. } => Err(Error::protocol("server answered with a Hello")),
@@ -86,22 +98,33 @@ pub fn server_path(cfg: &PluginConfig) -> Result<PathBuf> {
         return Ok(PathBuf::from(s));
     }
     let dir = plugin_dir().ok_or_else(|| {
-        Error::server(libc::ENOENT, "cannot locate the plugin's own directory; set `server`")
+        Error::server(
+            libc::ENOENT,
+            "cannot locate the plugin's own directory; set `server`",
+        )
     })?;
     let candidates = [
         dir.join("rdmix-server"),
         dir.join("../libexec/rdmix/rdmix-server"),
         dir.join("../../libexec/rdmix/rdmix-server"),
     ];
-    candidates.iter().find(|p| p.is_file()).cloned().ok_or_else(|| {
-        Error::server(
-            libc::ENOENT,
-            format!(
-                "rdmix-server not found (looked in {}); set the `server` key or RDMIX_SERVER",
-                candidates.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", ")
-            ),
-        )
-    })
+    candidates
+        .iter()
+        .find(|p| p.is_file())
+        .cloned()
+        .ok_or_else(|| {
+            Error::server(
+                libc::ENOENT,
+                format!(
+                    "rdmix-server not found (looked in {}); set the `server` key or RDMIX_SERVER",
+                    candidates
+                        .iter()
+                        .map(|p| p.display().to_string())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            )
+        })
 }
 
 /// The directory holding this shared object, from `dladdr` on one of our own functions.
@@ -114,7 +137,9 @@ fn plugin_dir() -> Option<PathBuf> {
         return None;
     }
     // SAFETY: dli_fname is a NUL-terminated path owned by the dynamic loader.
-    let p = unsafe { CStr::from_ptr(info.dli_fname) }.to_string_lossy().into_owned();
+    let p = unsafe { CStr::from_ptr(info.dli_fname) }
+        .to_string_lossy()
+        .into_owned();
     let p = Path::new(&p);
     let p = p.canonicalize().unwrap_or_else(|_| p.to_path_buf());
     p.parent().map(Path::to_path_buf)
@@ -173,8 +198,16 @@ fn spawn_server(cfg: &PluginConfig, name: &str) -> Result<()> {
         Ok(s) => {
             let code = s.code().unwrap_or(libc::EIO);
             Err(Error::server(
-                if code > 0 && code < 256 { code } else { libc::EIO },
-                format!("{} failed to start the mixer on {} (exit status {s})", path.display(), cfg.slave_name),
+                if code > 0 && code < 256 {
+                    code
+                } else {
+                    libc::EIO
+                },
+                format!(
+                    "{} failed to start the mixer on {} (exit status {s})",
+                    path.display(),
+                    cfg.slave_name
+                ),
             ))
         }
         // The host application reaped our child itself (SIGCHLD handler): carry on and connect.
@@ -215,7 +248,11 @@ pub fn open(cfg: &PluginConfig) -> Result<Connection> {
         }
         if Instant::now() >= deadline {
             return Err(last_err.unwrap_or_else(|| {
-                Error::new(ErrorKind::Server, libc::ETIMEDOUT, "timed out reaching rdmix-server")
+                Error::new(
+                    ErrorKind::Server,
+                    libc::ETIMEDOUT,
+                    "timed out reaching rdmix-server",
+                )
             }));
         }
         std::thread::sleep(Duration::from_millis(20));

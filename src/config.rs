@@ -132,7 +132,9 @@ impl Node {
             let end = alsa_sys::snd_config_iterator_end(self.ptr);
             let mut it = alsa_sys::snd_config_iterator_first(self.ptr);
             while it != end {
-                out.push(Node { ptr: alsa_sys::snd_config_iterator_entry(it) });
+                out.push(Node {
+                    ptr: alsa_sys::snd_config_iterator_entry(it),
+                });
                 it = alsa_sys::snd_config_iterator_next(it);
             }
         }
@@ -213,10 +215,14 @@ pub unsafe fn parse(
             "comment" | "type" | "hint" => {}
             "slave" => slave = Some(n),
             "ipc_key" => {
-                ipc_key = n.integer().ok_or_else(|| ctx.err("ipc_key must be an integer"))?;
+                ipc_key = n
+                    .integer()
+                    .ok_or_else(|| ctx.err("ipc_key must be an integer"))?;
             }
             "server" => {
-                let s = n.string().ok_or_else(|| ctx.err("server must be a path string"))?;
+                let s = n
+                    .string()
+                    .ok_or_else(|| ctx.err("server must be a path string"))?;
                 if s.is_empty() {
                     return Err(ctx.err("server must not be empty"));
                 }
@@ -228,10 +234,20 @@ pub unsafe fn parse(
     let slave = slave.ok_or_else(|| ctx.err("no slave is defined (add: slave.pcm \"hw:0,0\")"))?;
     let (slave_name, params) = parse_slave(&ctx, root, slave)?;
     let hw = resolve_hw(&ctx, root, &slave_name)?;
-    Ok(PluginConfig { slave_name, hw, params, ipc_key, server })
+    Ok(PluginConfig {
+        slave_name,
+        hw,
+        params,
+        ipc_key,
+        server,
+    })
 }
 
-fn parse_slave(ctx: &Ctx<'_>, root: *mut snd_config_t, slave: Node) -> Result<(String, SlaveParams)> {
+fn parse_slave(
+    ctx: &Ctx<'_>,
+    root: *mut snd_config_t,
+    slave: Node,
+) -> Result<(String, SlaveParams)> {
     match slave.kind() {
         Kind::String => {
             let name = slave.string().unwrap_or_default();
@@ -302,7 +318,9 @@ fn resolve_hw(ctx: &Ctx<'_>, root: *mut snd_config_t, name: &str) -> Result<HwAd
             }
             "device" => device = ctx.uint(&n, "slave device", 1023)? as u32,
             "subdevice" => {
-                let v = n.integer().ok_or_else(|| ctx.err("slave subdevice must be an integer"))?;
+                let v = n
+                    .integer()
+                    .ok_or_else(|| ctx.err("slave subdevice must be an integer"))?;
                 subdevice = (v >= 0).then_some(v as u32);
             }
             _ => {}
@@ -318,5 +336,9 @@ fn resolve_hw(ctx: &Ctx<'_>, root: *mut snd_config_t, name: &str) -> Result<HwAd
         None => return Err(ctx.err(format!("slave '{name}' has no type"))),
     }
     let card = card.ok_or_else(|| ctx.err(format!("slave '{name}' names no card")))?;
-    Ok(HwAddress { card, device, subdevice })
+    Ok(HwAddress {
+        card,
+        device,
+        subdevice,
+    })
 }

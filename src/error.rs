@@ -37,7 +37,11 @@ pub type Result<T> = std::result::Result<T, Error>;
 
 impl Error {
     pub fn new(kind: ErrorKind, errno: i32, msg: impl Into<String>) -> Self {
-        Error { kind, errno, msg: msg.into() }
+        Error {
+            kind,
+            errno,
+            msg: msg.into(),
+        }
     }
     pub fn config(msg: impl Into<String>) -> Self {
         Self::new(ErrorKind::Config, libc::EINVAL, msg)
@@ -57,7 +61,11 @@ impl Error {
     }
     /// A failed ioctl or other operation on the hw PCM.
     pub fn device(what: impl fmt::Display, err: nix::errno::Errno) -> Self {
-        Self::new(ErrorKind::Device, err as i32, format!("{what}: {}", err.desc()))
+        Self::new(
+            ErrorKind::Device,
+            err as i32,
+            format!("{what}: {}", err.desc()),
+        )
     }
     pub fn kind(&self) -> ErrorKind {
         self.kind

@@ -12,7 +12,7 @@ use libc::{c_char, c_int, c_uint, c_ushort, c_void, pollfd};
 pub use alsa_sys::{snd_pcm_channel_area_t, snd_pcm_sframes_t, snd_pcm_uframes_t};
 
 /// `SND_PCM_IOPLUG_VERSION` 1.0.2 (chmap callbacks present).
-pub const SND_PCM_IOPLUG_VERSION: c_uint = (1 << 16) | (0 << 8) | 2;
+pub const SND_PCM_IOPLUG_VERSION: c_uint = (1 << 16) | 2;
 /// `pointer()` returns a position in `[0, boundary)` instead of `[0, buffer_size)`.
 pub const SND_PCM_IOPLUG_FLAG_BOUNDARY_WA: c_uint = 1 << 2;
 /// Timestamps are CLOCK_MONOTONIC.
@@ -82,8 +82,7 @@ pub struct snd_pcm_ioplug_callback_t {
     pub resume: Option<unsafe extern "C" fn(Io) -> c_int>,
     pub poll_descriptors_count: Option<unsafe extern "C" fn(Io) -> c_int>,
     pub poll_descriptors: Option<unsafe extern "C" fn(Io, *mut pollfd, c_uint) -> c_int>,
-    pub poll_revents:
-        Option<unsafe extern "C" fn(Io, *mut pollfd, c_uint, *mut c_ushort) -> c_int>,
+    pub poll_revents: Option<unsafe extern "C" fn(Io, *mut pollfd, c_uint, *mut c_ushort) -> c_int>,
     pub dump: Option<unsafe extern "C" fn(Io, *mut snd_output_t)>,
     pub delay: Option<unsafe extern "C" fn(Io, *mut snd_pcm_sframes_t) -> c_int>,
     pub query_chmaps: Option<unsafe extern "C" fn(Io) -> *mut *mut c_void>,
@@ -165,7 +164,12 @@ int main(void) {
         )
         .unwrap();
         let exe = dir.join("t");
-        let st = std::process::Command::new("cc").arg(&src).arg("-o").arg(&exe).status().unwrap();
+        let st = std::process::Command::new("cc")
+            .arg(&src)
+            .arg("-o")
+            .arg(&exe)
+            .status()
+            .unwrap();
         assert!(st.success(), "cc failed (libasound2-dev installed?)");
         let out = std::process::Command::new(&exe).output().unwrap();
         let out = String::from_utf8(out.stdout).unwrap();

@@ -13,7 +13,11 @@
 //! - [`server`]: `rdmix-server`, which owns the hardware and hands out fds.
 //! - [`error`]: the one error type.
 #![deny(unsafe_op_in_unsafe_fn)]
-#![warn(missing_debug_implementations, rust_2018_idioms, clippy::undocumented_unsafe_blocks)]
+#![warn(
+    missing_debug_implementations,
+    rust_2018_idioms,
+    clippy::undocumented_unsafe_blocks
+)]
 
 pub mod client;
 pub mod config;

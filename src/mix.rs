@@ -75,8 +75,12 @@ pub fn accumulate(acc: &AtomicU64, lap: u32, sample: i64) -> Option<i64> {
         } else {
             sample
         };
-        match acc.compare_exchange_weak(cur, pack(lap, new_sum), Ordering::AcqRel, Ordering::Acquire)
-        {
+        match acc.compare_exchange_weak(
+            cur,
+            pack(lap, new_sum),
+            Ordering::AcqRel,
+            Ordering::Acquire,
+        ) {
             Ok(_) => return Some(new_sum),
             Err(v) => cur = v,
         }
@@ -215,7 +219,15 @@ mod tests {
     #[test]
     fn pack_roundtrip_extremes() {
         for lap in [0u32, 1, 12345, LAP_MASK as u32] {
-            for sum in [0i64, 1, -1, 32767 * 64, -32768 * 64, (1 << 39) - 1, -(1 << 39)] {
+            for sum in [
+                0i64,
+                1,
+                -1,
+                32767 * 64,
+                -32768 * 64,
+                (1 << 39) - 1,
+                -(1 << 39),
+            ] {
                 assert_eq!(unpack(pack(lap, sum)), (lap, sum));
             }
         }
@@ -245,7 +257,10 @@ mod tests {
         let nch = 2;
         let mut dma = vec![0i16; bs as usize * nch];
         let sum: Vec<AtomicU64> = (0..bs as usize * nch).map(|_| AtomicU64::new(0)).collect();
-        let lay = [ChannelLayout { first: 0, step: 4 }, ChannelLayout { first: 2, step: 4 }];
+        let lay = [
+            ChannelLayout { first: 0, step: 4 },
+            ChannelLayout { first: 2, step: 4 },
+        ];
         let t = Target {
             dma: dma.as_mut_ptr() as *mut u8,
             dma_len: dma.len() * 2,

@@ -48,7 +48,10 @@ macro_rules! trace {
 }
 
 pub(crate) fn now_secs() -> f64 {
-    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
     // SAFETY: valid out-pointer.
     unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
     ts.tv_sec as f64 + ts.tv_nsec as f64 * 1e-9
@@ -63,7 +66,11 @@ fn report(name: &str, e: &Error) -> c_int {
 ///
 /// # Safety
 /// `io` must be the pointer alsa-lib passes to callbacks of a PCM created by `open`.
-unsafe fn with<R>(io: *mut snd_pcm_ioplug_t, fail: R, f: impl FnOnce(&mut Stream, *mut snd_pcm_ioplug_t, &str) -> R) -> R {
+unsafe fn with<R>(
+    io: *mut snd_pcm_ioplug_t,
+    fail: R,
+    f: impl FnOnce(&mut Stream, *mut snd_pcm_ioplug_t, &str) -> R,
+) -> R {
     let r = catch_unwind(AssertUnwindSafe(|| {
         // SAFETY: private_data was set to our Box<Plugin> in open and stays valid until close.
         let p = unsafe { (*io).private_data as *mut Plugin };
@@ -117,7 +124,13 @@ unsafe extern "C" fn cb_pointer(io: *mut snd_pcm_ioplug_t) -> snd_pcm_sframes_t 
     unsafe {
         with(io, -(libc::EPIPE as snd_pcm_sframes_t), |s, io, name| {
             let r = s.pointer(state(io) == SND_PCM_STATE_DRAINING);
-            trace!(s, "pointer st={} -> {:?} {}", state(io), r.as_ref().map_err(|e| e.errno()), s.debug_positions());
+            trace!(
+                s,
+                "pointer st={} -> {:?} {}",
+                state(io),
+                r.as_ref().map_err(|e| e.errno()),
+                s.debug_positions()
+            );
             match r {
                 Ok(v) => v as snd_pcm_sframes_t,
                 Err(e) if e.errno() == libc::EPIPE => -(libc::EPIPE as snd_pcm_sframes_t),
@@ -137,7 +150,7 @@ unsafe extern "C" fn cb_transfer(
     unsafe {
         with(io, -(libc::EIO as snd_pcm_sframes_t), |s, _, name| {
             trace!(s, "transfer off={offset} size={size}");
-            match s.transfer(areas, offset as u64, size as u64) {
+            match s.transfer(areas, offset, size) {
                 Ok(n) => n as snd_pcm_sframes_t,
                 Err(e) => report(name, &e) as snd_pcm_sframes_t,
             }
@@ -162,12 +175,19 @@ unsafe extern "C" fn cb_close(io: *mut snd_pcm_ioplug_t) -> c_int {
     0
 }
 
-unsafe extern "C" fn cb_hw_params(io: *mut snd_pcm_ioplug_t, _p: *mut snd_pcm_hw_params_t) -> c_int {
+unsafe extern "C" fn cb_hw_params(
+    io: *mut snd_pcm_ioplug_t,
+    _p: *mut snd_pcm_hw_params_t,
+) -> c_int {
     // SAFETY: called by alsa-lib with our io; the hw fields were filled before this call.
     unsafe {
         with(io, -libc::EIO, |s, io, name| {
-            let (ch, rate, period, buffer) =
-                ((*io).channels, (*io).rate, (*io).period_size as u64, (*io).buffer_size as u64);
+            let (ch, rate, period, buffer) = (
+                (*io).channels,
+                (*io).rate,
+                (*io).period_size,
+                (*io).buffer_size,
+            );
             match s.set_hw_params(ch, rate, period, buffer) {
                 Ok(()) => 0,
                 Err(e) => report(name, &e),
@@ -184,7 +204,7 @@ unsafe extern "C" fn cb_sw_params(io: *mut snd_pcm_ioplug_t, p: *mut snd_pcm_sw_
             alsa_sys::snd_pcm_sw_params_get_boundary(p, &mut b);
             alsa_sys::snd_pcm_sw_params_get_stop_threshold(p, &mut st);
             alsa_sys::snd_pcm_sw_params_get_avail_min(p, &mut am);
-            s.set_sw_params(b as u64, st as u64, am as u64);
+            s.set_sw_params(b, st, am);
             0
         })
     }
@@ -204,21 +224,36 @@ unsafe extern "C" fn cb_poll_count(_io: *mut snd_pcm_ioplug_t) -> c_int {
     1
 }
 
-unsafe extern "C" fn cb_poll_descriptors(io: *mut snd_pcm_ioplug_t, pfd: *mut pollfd, space: c_uint) -> c_int {
+unsafe extern "C" fn cb_poll_descriptors(
+    io: *mut snd_pcm_ioplug_t,
+    pfd: *mut pollfd,
+    space: c_uint,
+) -> c_int {
     if space < 1 || pfd.is_null() {
         return -libc::EINVAL;
     }
     // SAFETY: called by alsa-lib with our io and room for `space` pollfds.
     unsafe {
         with(io, -libc::EIO, |s, io, _| {
-            *pfd = pollfd { fd: s.timer_fd(), events: libc::POLLIN, revents: 0 };
+            *pfd = pollfd {
+                fd: s.timer_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            };
             let st = state(io);
             // A stream that is not running can take data at once if it has room.
             let appl = std::ptr::read_volatile(std::ptr::addr_of!((*io).appl_ptr));
             let hw = std::ptr::read_volatile(std::ptr::addr_of!((*io).hw_ptr));
             let room = st == SND_PCM_STATE_PREPARED && appl.wrapping_sub(hw) < (*io).buffer_size;
-            s.arm_timer_for(st == SND_PCM_STATE_DRAINING, room || (st != SND_PCM_STATE_RUNNING && st != SND_PCM_STATE_DRAINING));
-            trace!(s, "poll_descriptors st={st} room={room} {}", s.debug_positions());
+            s.arm_timer_for(
+                st == SND_PCM_STATE_DRAINING,
+                room || (st != SND_PCM_STATE_RUNNING && st != SND_PCM_STATE_DRAINING),
+            );
+            trace!(
+                s,
+                "poll_descriptors st={st} room={room} {}",
+                s.debug_positions()
+            );
             1
         })
     }
@@ -271,7 +306,11 @@ unsafe extern "C" fn cb_poll_revents(
             } else {
                 libc::POLLOUT as c_ushort
             };
-            trace!(s, "revents st={st} avail={avail} -> {ev:#x} {}", s.debug_positions());
+            trace!(
+                s,
+                "revents st={st} avail={avail} -> {ev:#x} {}",
+                s.debug_positions()
+            );
             *revents = ev;
             0
         })
@@ -326,7 +365,11 @@ const SND_PCM_ACCESS_RW_NONINTERLEAVED: c_uint = 4;
 
 fn check(r: c_int, what: &str) -> Result<()> {
     if r < 0 {
-        Err(Error::new(crate::error::ErrorKind::Io, -r, format!("{what} failed ({r})")))
+        Err(Error::new(
+            crate::error::ErrorKind::Io,
+            -r,
+            format!("{what} failed ({r})"),
+        ))
     } else {
         Ok(())
     }
@@ -350,13 +393,44 @@ unsafe fn set_constraints(io: *mut snd_pcm_ioplug_t, s: &Stream) -> Result<()> {
     let buf = g.buffer_size as c_uint;
     // SAFETY: io is live; lists are valid for their lengths.
     unsafe {
-        check(snd_pcm_ioplug_set_param_list(io, SND_PCM_IOPLUG_HW_ACCESS, 4, access.as_ptr()), "access constraint")?;
-        check(snd_pcm_ioplug_set_param_list(io, SND_PCM_IOPLUG_HW_FORMAT, 1, fmt.as_ptr()), "format constraint")?;
-        check(snd_pcm_ioplug_set_param_minmax(io, SND_PCM_IOPLUG_HW_CHANNELS, g.channels, g.channels), "channels constraint")?;
-        check(snd_pcm_ioplug_set_param_minmax(io, SND_PCM_IOPLUG_HW_RATE, g.rate, g.rate), "rate constraint")?;
-        check(snd_pcm_ioplug_set_param_minmax(io, SND_PCM_IOPLUG_HW_PERIOD_BYTES, 16 * fb, (buf / 2).max(16) * fb), "period constraint")?;
-        check(snd_pcm_ioplug_set_param_minmax(io, SND_PCM_IOPLUG_HW_BUFFER_BYTES, 32 * fb, buf.max(32) * fb), "buffer constraint")?;
-        check(snd_pcm_ioplug_set_param_minmax(io, SND_PCM_IOPLUG_HW_PERIODS, 2, 1024), "periods constraint")?;
+        check(
+            snd_pcm_ioplug_set_param_list(io, SND_PCM_IOPLUG_HW_ACCESS, 4, access.as_ptr()),
+            "access constraint",
+        )?;
+        check(
+            snd_pcm_ioplug_set_param_list(io, SND_PCM_IOPLUG_HW_FORMAT, 1, fmt.as_ptr()),
+            "format constraint",
+        )?;
+        check(
+            snd_pcm_ioplug_set_param_minmax(io, SND_PCM_IOPLUG_HW_CHANNELS, g.channels, g.channels),
+            "channels constraint",
+        )?;
+        check(
+            snd_pcm_ioplug_set_param_minmax(io, SND_PCM_IOPLUG_HW_RATE, g.rate, g.rate),
+            "rate constraint",
+        )?;
+        check(
+            snd_pcm_ioplug_set_param_minmax(
+                io,
+                SND_PCM_IOPLUG_HW_PERIOD_BYTES,
+                16 * fb,
+                (buf / 2).max(16) * fb,
+            ),
+            "period constraint",
+        )?;
+        check(
+            snd_pcm_ioplug_set_param_minmax(
+                io,
+                SND_PCM_IOPLUG_HW_BUFFER_BYTES,
+                32 * fb,
+                buf.max(32) * fb,
+            ),
+            "buffer constraint",
+        )?;
+        check(
+            snd_pcm_ioplug_set_param_minmax(io, SND_PCM_IOPLUG_HW_PERIODS, 2, 1024),
+            "periods constraint",
+        )?;
     }
     Ok(())
 }
@@ -372,7 +446,9 @@ unsafe fn open(
     mode: c_int,
 ) -> Result<()> {
     if stream != SND_PCM_STREAM_PLAYBACK {
-        return Err(Error::config("rdmix is a playback mixer; it cannot capture"));
+        return Err(Error::config(
+            "rdmix is a playback mixer; it cannot capture",
+        ));
     }
     // SAFETY: forwarded from the loader.
     let cfg = unsafe { crate::config::parse(name, root, conf) }?;
@@ -416,7 +492,11 @@ unsafe fn open(
         let r = snd_pcm_ioplug_create(io, (*p).name.as_ptr(), stream, mode);
         if r < 0 {
             drop(Box::from_raw(p));
-            return Err(Error::new(crate::error::ErrorKind::Io, -r, "snd_pcm_ioplug_create failed"));
+            return Err(Error::new(
+                crate::error::ErrorKind::Io,
+                -r,
+                "snd_pcm_ioplug_create failed",
+            ));
         }
         if let Err(e) = set_constraints(io, &(*p).stream) {
             // snd_pcm_ioplug_delete closes the PCM, which calls cb_close and frees p.
@@ -445,10 +525,14 @@ pub unsafe extern "C" fn _snd_pcm_rdmix_open(
         "rdmix".to_string()
     } else {
         // SAFETY: alsa-lib passes a NUL-terminated PCM name.
-        unsafe { CStr::from_ptr(name) }.to_string_lossy().into_owned()
+        unsafe { CStr::from_ptr(name) }
+            .to_string_lossy()
+            .into_owned()
     };
     // SAFETY: forwarding the loader's pointers.
-    let r = catch_unwind(AssertUnwindSafe(|| unsafe { open(pcmp, &name, root, conf, stream, mode) }));
+    let r = catch_unwind(AssertUnwindSafe(|| unsafe {
+        open(pcmp, &name, root, conf, stream, mode)
+    }));
     match r {
         Ok(Ok(())) => 0,
         Ok(Err(e)) => report(&name, &e),

@@ -24,9 +24,7 @@
 use std::io::{IoSlice, IoSliceMut};
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 
-use nix::sys::socket::{
-    recvmsg, sendmsg, ControlMessage, ControlMessageOwned, MsgFlags, UnixAddr,
-};
+use nix::sys::socket::{recvmsg, sendmsg, ControlMessage, ControlMessageOwned, MsgFlags, UnixAddr};
 
 use crate::error::{Error, Result};
 
@@ -144,24 +142,36 @@ struct Reader<'a> {
 
 impl Reader<'_> {
     fn take(&mut self, n: usize) -> Result<&[u8]> {
-        let end = self.pos.checked_add(n).filter(|&e| e <= self.b.len()).ok_or_else(|| {
-            Error::protocol(format!("truncated message ({} bytes)", self.b.len()))
-        })?;
+        let end = self
+            .pos
+            .checked_add(n)
+            .filter(|&e| e <= self.b.len())
+            .ok_or_else(|| {
+                Error::protocol(format!("truncated message ({} bytes)", self.b.len()))
+            })?;
         let s = &self.b[self.pos..end];
         self.pos = end;
         Ok(s)
     }
     fn u16(&mut self) -> Result<u16> {
-        Ok(u16::from_le_bytes(self.take(2)?.try_into().unwrap_or_default()))
+        Ok(u16::from_le_bytes(
+            self.take(2)?.try_into().unwrap_or_default(),
+        ))
     }
     fn u32(&mut self) -> Result<u32> {
-        Ok(u32::from_le_bytes(self.take(4)?.try_into().unwrap_or_default()))
+        Ok(u32::from_le_bytes(
+            self.take(4)?.try_into().unwrap_or_default(),
+        ))
     }
     fn i32(&mut self) -> Result<i32> {
-        Ok(i32::from_le_bytes(self.take(4)?.try_into().unwrap_or_default()))
+        Ok(i32::from_le_bytes(
+            self.take(4)?.try_into().unwrap_or_default(),
+        ))
     }
     fn u64(&mut self) -> Result<u64> {
-        Ok(u64::from_le_bytes(self.take(8)?.try_into().unwrap_or_default()))
+        Ok(u64::from_le_bytes(
+            self.take(8)?.try_into().unwrap_or_default(),
+        ))
     }
     fn string(&mut self, n: usize) -> Result<String> {
         let s = self.take(n)?;
@@ -222,10 +232,15 @@ pub fn recv(sock: BorrowedFd<'_>) -> Result<(Message, Vec<OwnedFd>)> {
         (m.bytes, m.flags, fds)
     };
     if n == 0 {
-        return Err(Error::server(libc::ECONNRESET, "the peer closed the connection"));
+        return Err(Error::server(
+            libc::ECONNRESET,
+            "the peer closed the connection",
+        ));
     }
     if flags.contains(MsgFlags::MSG_TRUNC) || n > MAX_PACKET {
-        return Err(Error::protocol(format!("oversized message (> {MAX_PACKET} bytes)")));
+        return Err(Error::protocol(format!(
+            "oversized message (> {MAX_PACKET} bytes)"
+        )));
     }
     if flags.contains(MsgFlags::MSG_CTRUNC) {
         return Err(Error::protocol("too many file descriptors attached"));
@@ -241,8 +256,14 @@ mod tests {
     fn roundtrip() {
         for m in [
             Message::Hello { pid: 1234 },
-            Message::Welcome { slot: 3, hw_path: "/dev/snd/pcmC0D0p".into() },
-            Message::Refuse { errno: 13, message: "nope".into() },
+            Message::Welcome {
+                slot: 3,
+                hw_path: "/dev/snd/pcmC0D0p".into(),
+            },
+            Message::Refuse {
+                errno: 13,
+                message: "nope".into(),
+            },
         ] {
             assert_eq!(Message::decode(&m.encode()).unwrap(), m);
         }
@@ -250,13 +271,20 @@ mod tests {
 
     #[test]
     fn rejects_truncation_at_every_length() {
-        let full = Message::Welcome { slot: 3, hw_path: "/dev/snd/pcmC0D0p".into() }.encode();
+        let full = Message::Welcome {
+            slot: 3,
+            hw_path: "/dev/snd/pcmC0D0p".into(),
+        }
+        .encode();
         for n in 0..full.len() {
             assert!(Message::decode(&full[..n]).is_err(), "accepted {n} bytes");
         }
         let mut long = full.clone();
         long.push(0);
-        assert!(Message::decode(&long).unwrap_err().message().contains("trailing"));
+        assert!(Message::decode(&long)
+            .unwrap_err()
+            .message()
+            .contains("trailing"));
     }
 
     #[test]
@@ -266,7 +294,10 @@ mod tests {
         assert!(Message::decode(&b).unwrap_err().message().contains("magic"));
         let mut b = Message::Hello { pid: 1 }.encode();
         b[4] = 9;
-        assert!(Message::decode(&b).unwrap_err().message().contains("version"));
+        assert!(Message::decode(&b)
+            .unwrap_err()
+            .message()
+            .contains("version"));
         let mut b = Message::Hello { pid: 1 }.encode();
         b[6] = 77;
         assert!(Message::decode(&b).unwrap_err().message().contains("kind"));
@@ -285,7 +316,10 @@ mod tests {
         .unwrap();
         let memfd =
             nix::sys::memfd::memfd_create(c"t", nix::sys::memfd::MFdFlags::MFD_CLOEXEC).unwrap();
-        let m = Message::Welcome { slot: 1, hw_path: "x".into() };
+        let m = Message::Welcome {
+            slot: 1,
+            hw_path: "x".into(),
+        };
         send(a.as_fd(), &m, &[memfd.as_fd(), memfd.as_fd()]).unwrap();
         let (got, fds) = recv(b.as_fd()).unwrap();
         assert_eq!(got, m);

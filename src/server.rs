@@ -18,8 +18,7 @@ use std::time::{Duration, Instant};
 
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::socket::{
-    accept4, bind, getsockopt, listen, socket, sockopt, AddressFamily, Backlog, SockFlag,
-    SockType,
+    accept4, bind, getsockopt, listen, socket, sockopt, AddressFamily, Backlog, SockFlag, SockType,
 };
 
 use crate::error::{Error, Result};
@@ -49,9 +48,12 @@ pub fn parse_args(args: &[String]) -> Result<Options> {
             o.foreground = true;
             continue;
         }
-        let v = it.next().ok_or_else(|| Error::config(format!("{a} needs a value")))?;
+        let v = it
+            .next()
+            .ok_or_else(|| Error::config(format!("{a} needs a value")))?;
         let num = |v: &str| -> Result<u64> {
-            v.parse::<u64>().map_err(|_| Error::config(format!("{a}: '{v}' is not a number")))
+            v.parse::<u64>()
+                .map_err(|_| Error::config(format!("{a}: '{v}' is not a number")))
         };
         match a.as_str() {
             "--socket" => socket = Some(v.clone()),
@@ -138,8 +140,11 @@ pub fn setup(o: &Options) -> Result<Bound> {
         subdevice: o.subdevice.unwrap_or(0),
     };
     let shared = SharedState::create(&g, std::process::id())?;
-    listen(&listener, Backlog::new(64).map_err(|e| Error::sys("listen backlog", e))?)
-        .map_err(|e| Error::sys("listen", e))?;
+    listen(
+        &listener,
+        Backlog::new(64).map_err(|e| Error::sys("listen backlog", e))?,
+    )
+    .map_err(|e| Error::sys("listen", e))?;
     Ok(Bound::Ready(Box::new(Server {
         listener,
         hw,
@@ -201,7 +206,14 @@ impl Server {
                 Ok(fd) => {
                     // SAFETY: accept4 returned a new fd that nobody else owns.
                     let fd = unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) };
-                    self.conns.insert(fd.as_raw_fd(), Conn { fd, since: Instant::now(), slot: None });
+                    self.conns.insert(
+                        fd.as_raw_fd(),
+                        Conn {
+                            fd,
+                            since: Instant::now(),
+                            slot: None,
+                        },
+                    );
                 }
                 Err(nix::errno::Errno::EINTR) => continue,
                 Err(_) => return,
@@ -241,7 +253,10 @@ impl Server {
                     if let Some(c) = self.conns.get(&k) {
                         let _ = protocol::send(
                             c.fd.as_fd(),
-                            &Message::Refuse { errno: e.errno(), message: e.message().to_string() },
+                            &Message::Refuse {
+                                errno: e.errno(),
+                                message: e.message().to_string(),
+                            },
                             &[],
                         );
                     }
@@ -270,10 +285,14 @@ impl Server {
             ));
         }
         let pid = cred.pid() as u32;
-        let slot = self.shared.claim_slot(pid).ok_or_else(|| {
-            Error::server(libc::EBUSY, "the mixer has no free client slot")
-        })?;
-        let msg = Message::Welcome { slot, hw_path: self.hw.path().to_string() };
+        let slot = self
+            .shared
+            .claim_slot(pid)
+            .ok_or_else(|| Error::server(libc::EBUSY, "the mixer has no free client slot"))?;
+        let msg = Message::Welcome {
+            slot,
+            hw_path: self.hw.path().to_string(),
+        };
         if let Err(e) = protocol::send(c.fd.as_fd(), &msg, &[self.hw.fd(), self.shared.fd()]) {
             self.shared.release_slot(slot, pid);
             return Err(e);
@@ -316,12 +335,22 @@ pub fn daemonize() -> Result<()> {
     }
     let _ = nix::unistd::setsid();
     let _ = std::env::set_current_dir("/");
-    let null = std::fs::OpenOptions::new().read(true).write(true).open("/dev/null");
+    let null = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/null");
     let log = std::env::var_os("RDMIX_SERVER_LOG").and_then(|p| {
-        std::fs::OpenOptions::new().create(true).append(true).open(p).ok()
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(p)
+            .ok()
     });
     if let Ok(null) = null {
-        let out = log.as_ref().map(|l| l.as_raw_fd()).unwrap_or(null.as_raw_fd());
+        let out = log
+            .as_ref()
+            .map(|l| l.as_raw_fd())
+            .unwrap_or(null.as_raw_fd());
         // SAFETY: dup2 onto the standard descriptors of our own process.
         unsafe {
             libc::dup2(null.as_raw_fd(), 0);

@@ -138,14 +138,21 @@ impl SharedState {
         nix::unistd::ftruncate(&fd, total as i64).map_err(|e| Error::sys("ftruncate memfd", e))?;
         // No client may shrink it under the others.
         let seals = libc::F_SEAL_SHRINK | libc::F_SEAL_GROW | libc::F_SEAL_SEAL;
-        nix::fcntl::fcntl(&fd, nix::fcntl::FcntlArg::F_ADD_SEALS(
-            nix::fcntl::SealFlag::from_bits_truncate(seals),
-        ))
+        nix::fcntl::fcntl(
+            &fd,
+            nix::fcntl::FcntlArg::F_ADD_SEALS(nix::fcntl::SealFlag::from_bits_truncate(seals)),
+        )
         .map_err(|e| Error::sys("seal memfd", e))?;
         let map = MmapOptions::new()
             .len(total as usize)
             .map_raw(&fd)
-            .map_err(|e| Error::new(crate::error::ErrorKind::Io, e.raw_os_error().unwrap_or(libc::EIO), format!("mmap shared state: {e}")))?;
+            .map_err(|e| {
+                Error::new(
+                    crate::error::ErrorKind::Io,
+                    e.raw_os_error().unwrap_or(libc::EIO),
+                    format!("mmap shared state: {e}"),
+                )
+            })?;
         let h = ShmHeader {
             magic: MAGIC,
             version: VERSION,
@@ -193,11 +200,19 @@ impl SharedState {
         let map = MmapOptions::new()
             .len(size as usize)
             .map_raw(&fd)
-            .map_err(|e| Error::new(crate::error::ErrorKind::Io, e.raw_os_error().unwrap_or(libc::EIO), format!("mmap shared state: {e}")))?;
+            .map_err(|e| {
+                Error::new(
+                    crate::error::ErrorKind::Io,
+                    e.raw_os_error().unwrap_or(libc::EIO),
+                    format!("mmap shared state: {e}"),
+                )
+            })?;
         let s = SharedState { map, fd };
         let h = s.header();
         if h.magic != MAGIC {
-            return Err(Error::layout("shared state has a bad magic number (not an rdmix server?)"));
+            return Err(Error::layout(
+                "shared state has a bad magic number (not an rdmix server?)",
+            ));
         }
         if h.version != VERSION
             || h.header_size as usize != size_of::<ShmHeader>()
@@ -215,8 +230,12 @@ impl SharedState {
         }
         let g = s.geometry();
         let (so, su, sl, total) = layout(&g);
-        if h.total_size != size || total != size || so != h.slots_offset || su != h.sum_offset
-            || sl != h.sum_len || h.max_clients != MAX_CLIENTS
+        if h.total_size != size
+            || total != size
+            || so != h.slots_offset
+            || su != h.sum_offset
+            || sl != h.sum_len
+            || h.max_clients != MAX_CLIENTS
         {
             return Err(Error::layout(format!(
                 "shared state is inconsistent: size {size}, header says {}, expected {total}",
@@ -270,7 +289,10 @@ impl SharedState {
         let max = self.header().max_clients;
         for i in 0..max {
             let s = self.slot(i)?;
-            if s.pid.compare_exchange(0, pid, Ordering::AcqRel, Ordering::Relaxed).is_ok() {
+            if s.pid
+                .compare_exchange(0, pid, Ordering::AcqRel, Ordering::Relaxed)
+                .is_ok()
+            {
                 s.state.store(0, Ordering::Relaxed);
                 s.mixed_to.store(0, Ordering::Relaxed);
                 s.frames_mixed.store(0, Ordering::Relaxed);
@@ -287,7 +309,11 @@ impl SharedState {
     /// Release a slot claimed by `pid` (the client at close, or the server for a dead client).
     pub fn release_slot(&self, i: u32, pid: u32) -> bool {
         match self.slot(i) {
-            Some(s) if s.pid.compare_exchange(pid, 0, Ordering::AcqRel, Ordering::Relaxed).is_ok() => {
+            Some(s)
+                if s.pid
+                    .compare_exchange(pid, 0, Ordering::AcqRel, Ordering::Relaxed)
+                    .is_ok() =>
+            {
                 self.header().clients.fetch_sub(1, Ordering::AcqRel);
                 true
             }
@@ -303,7 +329,10 @@ impl SharedState {
         // SAFETY: the range lies within the mapping (checked at attach), is 8-byte aligned, and
         // is only ever accessed atomically by every process.
         unsafe {
-            std::slice::from_raw_parts(self.map.as_ptr().add(h.sum_offset as usize) as *const AtomicU64, n)
+            std::slice::from_raw_parts(
+                self.map.as_ptr().add(h.sum_offset as usize) as *const AtomicU64,
+                n,
+            )
         }
     }
 }
@@ -344,7 +373,8 @@ mod tests {
 
     #[test]
     fn attach_rejects_foreign_memfd() {
-        let fd = nix::sys::memfd::memfd_create(c"x", nix::sys::memfd::MFdFlags::MFD_CLOEXEC).unwrap();
+        let fd =
+            nix::sys::memfd::memfd_create(c"x", nix::sys::memfd::MFdFlags::MFD_CLOEXEC).unwrap();
         nix::unistd::ftruncate(&fd, 8192).unwrap();
         let e = SharedState::attach(fd).unwrap_err();
         assert!(e.message().contains("magic"), "{e}");

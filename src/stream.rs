@@ -77,7 +77,13 @@ pub struct Stream {
 impl Stream {
     /// Map everything the server handed us and check it against the shared state.
     pub fn attach(conn: Connection) -> Result<Stream> {
-        let Connection { sock, hw_fd, hw_path, shm_fd, slot } = conn;
+        let Connection {
+            sock,
+            hw_fd,
+            hw_path,
+            shm_fd,
+            slot,
+        } = conn;
         let shared = SharedState::attach(shm_fd)?;
         let geom = shared.geometry();
         if geom.boundary % geom.buffer_size != 0
@@ -99,10 +105,18 @@ impl Stream {
         }
         let hw = HwPcm::from_fd(hw_fd, hw_path);
         let status = hw.map_status()?;
-        let (dma, areas) = hw.map_dma_for_client(geom.channels, geom.buffer_size, geom.sample_bits, geom.interleaved)?;
+        let (dma, areas) = hw.map_dma_for_client(
+            geom.channels,
+            geom.buffer_size,
+            geom.sample_bits,
+            geom.interleaved,
+        )?;
         let layout = areas
             .iter()
-            .map(|a| ChannelLayout { first: (a.first / 8) as usize, step: (a.step / 8) as usize })
+            .map(|a| ChannelLayout {
+                first: (a.first / 8) as usize,
+                step: (a.step / 8) as usize,
+            })
             .collect::<Vec<_>>();
         let sb = geom.sample_bits as usize / 8;
         for l in &layout {
@@ -118,7 +132,8 @@ impl Stream {
         }
         let timer = nix::sys::timerfd::TimerFd::new(
             nix::sys::timerfd::ClockId::CLOCK_MONOTONIC,
-            nix::sys::timerfd::TimerFlags::TFD_CLOEXEC | nix::sys::timerfd::TimerFlags::TFD_NONBLOCK,
+            nix::sys::timerfd::TimerFlags::TFD_CLOEXEC
+                | nix::sys::timerfd::TimerFlags::TFD_NONBLOCK,
         )
         .map_err(|e| Error::sys("timerfd_create", e))?;
         let timer: OwnedFd = timer.into();
@@ -155,7 +170,13 @@ impl Stream {
     }
 
     /// hw_params: allocate the private ring for the negotiated buffer.
-    pub fn set_hw_params(&mut self, channels: u32, rate: u32, period: u64, buffer: u64) -> Result<()> {
+    pub fn set_hw_params(
+        &mut self,
+        channels: u32,
+        rate: u32,
+        period: u64,
+        buffer: u64,
+    ) -> Result<()> {
         if channels != self.geom.channels || rate != self.geom.rate {
             return Err(Error::config(format!(
                 "{channels} channels at {rate} Hz requested; the mixer runs {} channels at {} Hz",
@@ -312,7 +333,11 @@ impl Stream {
         let sb = self.p.sample_bytes;
         let bc = self.p.buffer_size;
         if self.ring.is_empty() || nch == 0 {
-            return Err(Error::new(crate::error::ErrorKind::Io, libc::EBADFD, "transfer before hw_params"));
+            return Err(Error::new(
+                crate::error::ErrorKind::Io,
+                libc::EBADFD,
+                "transfer before hw_params",
+            ));
         }
         let ring = self.ring.as_mut_ptr() as *mut u8;
         let frame_bytes = nch * sb;
@@ -342,7 +367,8 @@ impl Stream {
                     for c in 0..nch {
                         let a = &*areas.add(c);
                         for f in 0..n as usize {
-                            let bit = a.first as usize + (offset as usize + done as usize + f) * a.step as usize;
+                            let bit = a.first as usize
+                                + (offset as usize + done as usize + f) * a.step as usize;
                             let src = (a.addr as *const u8).add(bit / 8);
                             let dst = ring.add((idx as usize + f) * frame_bytes + c * sb);
                             std::ptr::copy_nonoverlapping(src, dst, sb);
@@ -379,7 +405,11 @@ impl Stream {
                     s.xruns.fetch_add(1, Ordering::Relaxed);
                 }
                 self.running = false;
-                return Err(Error::new(crate::error::ErrorKind::Xrun, libc::EPIPE, "underrun"));
+                return Err(Error::new(
+                    crate::error::ErrorKind::Xrun,
+                    libc::EPIPE,
+                    "underrun",
+                ));
             }
         }
         Ok(played % self.p.boundary)

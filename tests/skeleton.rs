@@ -30,12 +30,21 @@ fn strace_socket_traffic(trace: &str) -> Result<(usize, Vec<String>), String> {
         .and_then(|l| l.split_whitespace().next())
         .ok_or("empty strace")?
         .to_string();
-    let mine: Vec<&str> = trace.lines().filter(|l| l.starts_with(&format!("{client_pid} "))).collect();
+    let mine: Vec<&str> = trace
+        .lines()
+        .filter(|l| l.starts_with(&format!("{client_pid} ")))
+        .collect();
     let ci = mine
         .iter()
         .position(|l| l.contains("connect(") && l.contains("@\"rdmix/") && l.ends_with("= 0"))
         .ok_or("no successful connect() to an rdmix socket in the client's trace")?;
-    let fd: String = mine[ci].split("connect(").nth(1).unwrap_or("").chars().take_while(|c| c.is_ascii_digit()).collect();
+    let fd: String = mine[ci]
+        .split("connect(")
+        .nth(1)
+        .unwrap_or("")
+        .chars()
+        .take_while(|c| c.is_ascii_digit())
+        .collect();
     let hi = mine[ci..]
         .iter()
         .position(|l| l.contains("recvmsg(") && l.contains(&format!("recvmsg({fd},")))
@@ -47,10 +56,15 @@ fn strace_socket_traffic(trace: &str) -> Result<(usize, Vec<String>), String> {
         .map(|p| p + hi)
         .unwrap_or(mine.len());
     // Traffic: any data transfer on the fd, or a poll that waits on it.
-    let data_calls = ["read", "write", "readv", "writev", "send", "sendto", "sendmsg", "recv", "recvfrom", "recvmsg", "sendmmsg", "recvmmsg"];
+    let data_calls = [
+        "read", "write", "readv", "writev", "send", "sendto", "sendmsg", "recv", "recvfrom",
+        "recvmsg", "sendmmsg", "recvmmsg",
+    ];
     let touches = |l: &str| {
         let call = l.splitn(3, ' ').nth(2).unwrap_or("").trim_start();
-        data_calls.iter().any(|c| call.starts_with(&format!("{c}({fd},")))
+        data_calls
+            .iter()
+            .any(|c| call.starts_with(&format!("{c}({fd},")))
             || l.contains(&format!("fd={fd},"))
     };
     let touching: Vec<String> = mine[hi + 1..end]
@@ -66,7 +80,11 @@ fn one_stream_bit_exact_through_the_server() {
     let (so, server) = artifacts();
 
     // The exported symbols: exactly the entry point and the version marker.
-    let nm = Command::new("nm").args(["-D", "--defined-only"]).arg(&so).output().expect("nm");
+    let nm = Command::new("nm")
+        .args(["-D", "--defined-only"])
+        .arg(&so)
+        .output()
+        .expect("nm");
     let mut syms: Vec<String> = String::from_utf8_lossy(&nm.stdout)
         .lines()
         .filter_map(|l| l.split_whitespace().nth(2).map(str::to_string))
@@ -98,16 +116,28 @@ fn one_stream_bit_exact_through_the_server() {
     for step in ["rw", "mmap", "nonblock", "afterkill"] {
         let st = status(&dir, &format!("status_{step}"));
         if st != 0 {
-            failures.push(format!("aplay ({step}) exited {st}: {}", read(&dir, &format!("play_{step}.log"))));
+            failures.push(format!(
+                "aplay ({step}) exited {st}: {}",
+                read(&dir, &format!("play_{step}.log"))
+            ));
         }
-        let a = analyze(&read_raw_s16_stereo(&dir.join(format!("cap_{step}.raw"))), FRAMES, SALT);
+        let a = analyze(
+            &read_raw_s16_stereo(&dir.join(format!("cap_{step}.raw"))),
+            FRAMES,
+            SALT,
+        );
         report.push(format!("rdmix {step:>9}: {}", a.summary(FRAMES)));
         if !a.is_exact(FRAMES) {
-            failures.push(format!("capture of {step} is not exact: {}", a.summary(FRAMES)));
+            failures.push(format!(
+                "capture of {step} is not exact: {}",
+                a.summary(FRAMES)
+            ));
         }
         let srv = read(&dir, &format!("servers_after_{step}"));
         if !srv.trim().is_empty() {
-            failures.push(format!("rdmix-server still running after {step}: pids {srv}"));
+            failures.push(format!(
+                "rdmix-server still running after {step}: pids {srv}"
+            ));
         }
     }
     let mmap_log = read(&dir, "play_mmap.log");
@@ -116,20 +146,35 @@ fn one_stream_bit_exact_through_the_server() {
     }
 
     // The reference: the same signal through alsa-lib's dmix in the same VM.
-    let d = analyze(&read_raw_s16_stereo(&dir.join("cap_dmix.raw")), FRAMES, SALT);
-    report.push(format!("dmix (ref)    : {}", d.summary(FRAMES)));
+    // dmix may lose up to ~768 frames at a stream edge and replay a lost head one buffer (4096
+    // frames) later; that is reported, not failed. Anything else means the setup is wrong.
+    let d = analyze_edges(
+        &read_raw_s16_stereo(&dir.join("cap_dmix.raw")),
+        FRAMES,
+        SALT,
+        4096,
+        1024,
+    );
+    report.push(format!("dmix (ref)    : {}", d.summary()));
     if status(&dir, "status_dmix") != 0 {
-        failures.push(format!("reference dmix aplay failed: {}", read(&dir, "play_dmix.log")));
+        failures.push(format!(
+            "reference dmix aplay failed: {}",
+            read(&dir, "play_dmix.log")
+        ));
     }
-    // dmix may lose a few hundred frames at a stream edge (a known race); its interior must
-    // still be the signal, or the test setup itself is wrong.
-    if d.bad_frames != 0 || d.run_len < FRAMES - 1024 {
-        failures.push(format!("reference dmix run is broken, test setup suspect: {}", d.summary(FRAMES)));
+    if d.unexplained != 0 {
+        failures.push(format!(
+            "reference dmix capture is broken, test setup suspect: {}",
+            d.summary()
+        ));
     }
 
     let st = status(&dir, "status_speaker");
     if st != 0 {
-        failures.push(format!("speaker-test exited {st}: {}", read(&dir, "speaker.log")));
+        failures.push(format!(
+            "speaker-test exited {st}: {}",
+            read(&dir, "speaker.log")
+        ));
     }
 
     match strace_socket_traffic(&read(&dir, "strace.txt")) {
@@ -142,18 +187,25 @@ fn one_stream_bit_exact_through_the_server() {
                 failures.push(format!("strace window suspiciously short ({n} syscalls)"));
             }
             if !touching.is_empty() {
-                failures.push(format!("client talked to the server while playing: {touching:?}"));
+                failures.push(format!(
+                    "client talked to the server while playing: {touching:?}"
+                ));
             }
         }
         Err(e) => failures.push(format!("strace check: {e}")),
     }
     if status(&dir, "status_strace") != 0 {
-        failures.push(format!("aplay under strace failed: {}", read(&dir, "play_strace.log")));
+        failures.push(format!(
+            "aplay under strace failed: {}",
+            read(&dir, "play_strace.log")
+        ));
     }
 
     let srv = read(&dir, "servers_after_kill");
     if !srv.trim().is_empty() {
-        failures.push(format!("rdmix-server survived its only client's SIGKILL: {srv}"));
+        failures.push(format!(
+            "rdmix-server survived its only client's SIGKILL: {srv}"
+        ));
     }
     let shm = read(&dir, "shm_after_kill");
     if shm.lines().any(|l| l != "." && l != "..") {
@@ -162,7 +214,9 @@ fn one_stream_bit_exact_through_the_server() {
 
     let bad = read(&dir, "play_bad.log");
     if status(&dir, "status_bad") == 0 || !(bad.contains("bogus_key") && bad.contains("rdmixbad")) {
-        failures.push(format!("unknown key was not refused with a message naming key and PCM: {bad}"));
+        failures.push(format!(
+            "unknown key was not refused with a message naming key and PCM: {bad}"
+        ));
     }
     let srv = read(&dir, "servers_at_end");
     if !srv.trim().is_empty() {
@@ -170,5 +224,9 @@ fn one_stream_bit_exact_through_the_server() {
     }
 
     println!("---- report ----\n{}", report.join("\n"));
-    assert!(failures.is_empty(), "failures:\n  {}", failures.join("\n  "));
+    assert!(
+        failures.is_empty(),
+        "failures:\n  {}",
+        failures.join("\n  ")
+    );
 }
