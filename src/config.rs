@@ -232,8 +232,11 @@ pub unsafe fn parse(
         }
     }
     let slave = slave.ok_or_else(|| ctx.err("no slave is defined (add: slave.pcm \"hw:0,0\")"))?;
-    let (slave_name, params) = parse_slave(&ctx, root, slave)?;
-    let hw = resolve_hw(&ctx, root, &slave_name)?;
+    let (slave_name, params, hw) = parse_slave(&ctx, root, slave)?;
+    let hw = match hw {
+        Some(hw) => hw,
+        None => resolve_hw(&ctx, root, &slave_name)?,
+    };
     Ok(PluginConfig {
         slave_name,
         hw,
@@ -243,11 +246,11 @@ pub unsafe fn parse(
     })
 }
 
-fn parse_slave(
-    ctx: &Ctx<'_>,
-    root: *mut snd_config_t,
-    slave: Node,
-) -> Result<(String, SlaveParams)> {
+/// The slave's name (for messages), its parameters, and its address when the slave PCM was given
+/// inline as a compound (`pcm { type hw card 0 device 0 }`) rather than by name.
+type Slave = (String, SlaveParams, Option<HwAddress>);
+
+fn parse_slave(ctx: &Ctx<'_>, root: *mut snd_config_t, slave: Node) -> Result<Slave> {
     match slave.kind() {
         Kind::String => {
             let name = slave.string().unwrap_or_default();
@@ -255,28 +258,30 @@ fn parse_slave(
             if let Some(def) = search_definition(root, "pcm_slave", &name) {
                 return parse_slave_compound(ctx, root, def.0);
             }
-            Ok((name, SlaveParams::default()))
+            Ok((name, SlaveParams::default(), None))
         }
         Kind::Compound => parse_slave_compound(ctx, root, slave),
         _ => Err(ctx.err("slave must be a PCM name string or a compound { pcm ... }")),
     }
 }
 
-fn parse_slave_compound(
-    ctx: &Ctx<'_>,
-    _root: *mut snd_config_t,
-    node: Node,
-) -> Result<(String, SlaveParams)> {
+fn parse_slave_compound(ctx: &Ctx<'_>, _root: *mut snd_config_t, node: Node) -> Result<Slave> {
     let mut p = SlaveParams::default();
     let mut pcm = None;
+    let mut inline = None;
     for n in node.children() {
         let id = n.id();
         let key = format!("slave.{id}");
         match id.as_str() {
             "comment" => {}
+            "pcm" if n.kind() == Kind::Compound => {
+                let hw = hw_from_definition(ctx, "slave.pcm", n)?;
+                pcm = Some(format!("hw:{},{}", hw.card, hw.device));
+                inline = Some(hw);
+            }
             "pcm" => {
                 pcm = Some(n.string().ok_or_else(|| {
-                    ctx.err("slave.pcm must be a PCM name string such as \"hw:0,0\"")
+                    ctx.err("slave.pcm must be a PCM name such as \"hw:0,0\" or { type hw ... }")
                 })?)
             }
             "format" => p.format = Some(ctx.format(&n, &key)?),
@@ -296,16 +301,21 @@ fn parse_slave_compound(
         }
     }
     let pcm = pcm.ok_or_else(|| ctx.err("slave.pcm is missing"))?;
-    Ok((pcm, p))
+    Ok((pcm, p, inline))
 }
 
 /// Follow the slave PCM name to its `type hw` definition and read card/device/subdevice.
 fn resolve_hw(ctx: &Ctx<'_>, root: *mut snd_config_t, name: &str) -> Result<HwAddress> {
     let def = search_definition(root, "pcm", name)
         .ok_or_else(|| ctx.err(format!("slave PCM '{name}' is not defined")))?;
+    hw_from_definition(ctx, name, def.0)
+}
+
+/// Read `type hw`, `card`, `device`, `subdevice` from an (expanded) PCM definition.
+fn hw_from_definition(ctx: &Ctx<'_>, name: &str, def: Node) -> Result<HwAddress> {
     let mut ty = None;
     let (mut card, mut device, mut subdevice) = (None, 0u32, None);
-    for n in def.0.children() {
+    for n in def.children() {
         match n.id().as_str() {
             "type" => ty = n.string(),
             "card" => {

@@ -105,6 +105,13 @@ fn one_stream_bit_exact_through_the_server() {
             ("OUT", dir.display().to_string()),
             ("SO", so.display().to_string()),
             ("SERVER", server.display().to_string()),
+            (
+                "CONF",
+                project_root()
+                    .join("alsa-conf/50-rdmix.conf")
+                    .display()
+                    .to_string(),
+            ),
         ],
         300,
     );
@@ -140,6 +147,36 @@ fn one_stream_bit_exact_through_the_server() {
             ));
         }
     }
+    // The installed-style config: S32_LE slave, S16 file through plug; each S16 sample must
+    // arrive as exactly sample << 16.
+    let raw = std::fs::read(dir.join("cap_conf.raw")).unwrap_or_default();
+    let mut low_bits = 0;
+    let cap: Vec<[i16; 2]> = raw
+        .chunks_exact(8)
+        .map(|c| {
+            let l = i32::from_le_bytes([c[0], c[1], c[2], c[3]]);
+            let r = i32::from_le_bytes([c[4], c[5], c[6], c[7]]);
+            low_bits += ((l & 0xffff) != 0) as u32 + ((r & 0xffff) != 0) as u32;
+            [(l >> 16) as i16, (r >> 16) as i16]
+        })
+        .collect();
+    let a = analyze(&cap, FRAMES, SALT);
+    report.push(format!(
+        "rdmix conf/S32: {} (samples with low bits set: {low_bits})",
+        a.summary(FRAMES)
+    ));
+    if status(&dir, "status_conf") != 0 || !a.is_exact(FRAMES) || low_bits != 0 {
+        failures.push(format!(
+            "alsa-conf/50-rdmix.conf playback (status {}): {}; {}",
+            status(&dir, "status_conf"),
+            a.summary(FRAMES),
+            read(&dir, "play_conf.log")
+        ));
+    }
+    if !read(&dir, "servers_after_conf").trim().is_empty() {
+        failures.push("rdmix-server still running after the conf step".into());
+    }
+
     let mmap_log = read(&dir, "play_mmap.log");
     if !mmap_log.contains("MMAP_INTERLEAVED") {
         failures.push(format!("aplay -M did not use MMAP access: {mmap_log}"));

@@ -86,6 +86,20 @@ echo "$(servers)" > servers_after_kill
 ls -a /dev/shm > shm_after_kill
 play afterkill 5 aplay -D rdmix /tmp/sig.wav
 
+# The shipped alsa-conf/50-rdmix.conf, with the plugin found through ALSA_PLUGIN_DIR and the
+# server next to it (no lib/server keys), default slave parameters (the loopback then runs
+# S32_LE), and alsa-lib's plug converting the S16 file.
+arecord -q -D hw:Loopback,1,0 -f S32_LE -r 48000 -c 2 -t raw -d 5 cap_conf.raw 2>arecord_conf.log &
+rec=$!
+sleep 0.4
+ALSA_PLUGIN_DIR=/tmp/rdmix ALSA_CONFIG_PATH=/usr/share/alsa/alsa.conf:$CONF \
+    aplay -v -D "plug:'rdmix:CARD=Loopback,DEV=0'" /tmp/sig.wav >play_conf.log 2>&1
+echo $? > status_conf
+wait $rec
+sleep 0.3
+echo "$(servers)" > servers_after_conf
+echo "step conf: status $(cat status_conf)"
+
 # A wrong configuration key is refused with a message naming it.
 aplay -D rdmixbad /tmp/sig.wav >play_bad.log 2>&1
 echo $? > status_bad

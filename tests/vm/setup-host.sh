@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
-# Install the Debian host packages the rdmix VM harness needs (idempotent).
+# Install the Debian host packages rdmix needs to build and to run its VM tests (idempotent).
 # Silent and fast (one dpkg-query) when everything is already installed.
 set -euo pipefail
 
-PKGS=(qemu-system-x86 busybox-static alsa-utils sox cpio kmod xz-utils zstd strace libasound2-dev)
+PKGS=(qemu-system-x86 busybox-static alsa-utils sox cpio kmod xz-utils zstd strace libasound2-dev
+      pkg-config gcc libc6-dev binutils)
 
 declare -A ok=()
 while IFS=' ' read -r pkg status; do
