@@ -17,4 +17,13 @@ cargo fmt --check
 cargo clippy --all-targets -- -D warnings
 # Builds the cdylib, the server and every test; then unit tests on the host and VM tests.
 cargo build --all-targets
-cargo test -- --nocapture
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+set +e
+cargo test -- --nocapture 2>&1 | tee "$log"
+status=${PIPESTATUS[0]}
+set -e
+# One closing line for the whole suite, summed over every test binary.
+awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i } }
+     END { printf "tests: %d passed, %d failed\n", p, f }' "$log"
+exit "$status"
