@@ -166,6 +166,10 @@ fn server_args(cfg: &PluginConfig, name: &str) -> Vec<String> {
     if let Some(s) = cfg.hw.subdevice {
         a.extend(["--subdevice".into(), s.to_string()]);
     }
+    a.extend(["--perm".into(), format!("{:o}", cfg.access.perm)]);
+    if let Some(g) = cfg.access.gid {
+        a.extend(["--gid".into(), g.to_string()]);
+    }
     let p = &cfg.params;
     let opts: [(&str, Option<u64>); 8] = [
         ("--format", p.format.map(|v| v as u64)),
@@ -223,7 +227,8 @@ fn spawn_server(cfg: &PluginConfig, name: &str) -> Result<()> {
 pub fn open(cfg: &PluginConfig) -> Result<Connection> {
     let uid = nix::unistd::getuid().as_raw();
     let sub = cfg.hw.subdevice.unwrap_or(0);
-    let name = protocol::socket_name(uid, cfg.hw.card, cfg.hw.device, sub, cfg.ipc_key);
+    let owner = (!cfg.access.shared() || cfg.ipc_key_add_uid).then_some(uid);
+    let name = protocol::socket_name(owner, cfg.hw.card, cfg.hw.device, sub, cfg.ipc_key);
     let deadline = Instant::now() + Duration::from_secs(5);
     let mut last_err: Option<Error> = None;
     loop {

@@ -41,6 +41,54 @@ pub struct HwAddress {
     pub subdevice: Option<u32>,
 }
 
+/// Where a client's first frame lands relative to slave periods (dmix's `hw_ptr_alignment`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Alignment {
+    /// One slave period ahead of the hardware position, unaligned (rdmix's default; dmix's
+    /// `auto` picks per period size, rdmix never needs to drop frames to align).
+    #[default]
+    No,
+    /// Rounded up to a slave period boundary, at least one period ahead.
+    Roundup,
+    /// dmix rounds down and drops up to a period of the client's head; rdmix aligns to a period
+    /// boundary at least one period ahead instead, so no frame is dropped.
+    Rounddown,
+}
+
+/// Timestamps alsa-lib reports for the PCM (dmix's `tstamp_type`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum TstampType {
+    /// CLOCK_MONOTONIC (also for `default` and `monotonic_raw`, which ioplug cannot express).
+    #[default]
+    Monotonic,
+    Gettimeofday,
+}
+
+/// Who may join a mixer besides its owner (dmix's `ipc_perm` / `ipc_gid`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Access {
+    /// Permission bits (octal, like a file mode): the group bits admit members of `gid`,
+    /// the other bits admit everyone. Default 0600: the owner alone.
+    pub perm: u32,
+    pub gid: Option<u32>,
+}
+
+impl Default for Access {
+    fn default() -> Self {
+        Access {
+            perm: 0o600,
+            gid: None,
+        }
+    }
+}
+
+impl Access {
+    /// Whether users other than the owner may join.
+    pub fn shared(&self) -> bool {
+        self.perm & 0o077 != 0
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PluginConfig {
     /// The slave PCM name as written in the config, for messages.
@@ -48,7 +96,16 @@ pub struct PluginConfig {
     pub hw: HwAddress,
     pub params: SlaveParams,
     pub ipc_key: i64,
+    /// Make the mixer per user even when shared by permissions (dmix's `ipc_key_add_uid`).
+    pub ipc_key_add_uid: bool,
+    pub access: Access,
     pub server: Option<String>,
+    /// Client channel -> slave channel; `None` entries are not played. Absent: identity.
+    pub bindings: Option<Vec<Option<u16>>>,
+    pub alignment: Alignment,
+    pub tstamp: TstampType,
+    /// HWSYNC before reading the hardware position (dmix's `slowptr`, default on).
+    pub slowptr: bool,
 }
 
 /// A borrowed node of alsa-lib's configuration tree.
@@ -182,6 +239,78 @@ impl Ctx<'_> {
         }
     }
 
+    fn boolean(&self, n: &Node, key: &str) -> Result<bool> {
+        // SAFETY: live node; snd_config_get_bool accepts yes/no/true/false/on/off/0/1.
+        match unsafe { alsa_sys::snd_config_get_bool(n.ptr) } {
+            0 => Ok(false),
+            1 => Ok(true),
+            _ => Err(self.err(format!(
+                "{key} must be a boolean (yes/no, true/false, on/off, 1/0)"
+            ))),
+        }
+    }
+
+    /// A permission mode: an integer (alsa reads `0660` as octal) or an octal string.
+    fn octal(&self, n: &Node, key: &str) -> Result<u32> {
+        let v = match n.kind() {
+            Kind::String => {
+                let s = n.string().unwrap_or_default();
+                i64::from_str_radix(s.trim_start_matches("0o"), 8)
+                    .map_err(|_| self.err(format!("{key} = {s} is not an octal mode")))?
+            }
+            _ => n
+                .integer()
+                .ok_or_else(|| self.err(format!("{key} must be an octal mode such as 0660")))?,
+        };
+        if !(0..=0o777).contains(&v) {
+            return Err(self.err(format!("{key} = {v:o} is out of range (0..0777)")));
+        }
+        Ok(v as u32)
+    }
+
+    /// A group: a number or a name from the group database.
+    fn group(&self, n: &Node, key: &str) -> Result<u32> {
+        if let Some(v) = n.integer() {
+            return u32::try_from(v)
+                .map_err(|_| self.err(format!("{key} = {v} is not a group id")));
+        }
+        let name = n
+            .string()
+            .ok_or_else(|| self.err(format!("{key} must be a group name or number")))?;
+        match nix::unistd::Group::from_name(&name) {
+            Ok(Some(g)) => Ok(g.gid.as_raw()),
+            _ => Err(self.err(format!("{key} = {name}: no such group"))),
+        }
+    }
+
+    /// `bindings { 0 1  1 0 }`: client channel -> slave channel.
+    fn bindings(&self, n: &Node) -> Result<Vec<Option<u16>>> {
+        if n.kind() != Kind::Compound {
+            return Err(
+                self.err("bindings must be a compound { CLIENT_CHANNEL SLAVE_CHANNEL ... }")
+            );
+        }
+        let mut map: Vec<Option<u16>> = Vec::new();
+        for b in n.children() {
+            let id = b.id();
+            let c: usize = id.parse().ok().filter(|&c| c < 256).ok_or_else(|| {
+                self.err(format!("bindings: '{id}' is not a channel number (0..255)"))
+            })?;
+            let sc = self.uint(&b, &format!("bindings.{id}"), 255)? as u16;
+            if map.len() <= c {
+                map.resize(c + 1, None);
+            }
+            if map[c].is_some() {
+                return Err(self.err(format!("bindings: client channel {c} is bound twice")));
+            }
+            map[c] = Some(sc);
+        }
+        if map.is_empty() {
+            return Err(self.err("bindings is empty"));
+        }
+        Ok(map)
+    }
+
     fn format(&self, n: &Node, key: &str) -> Result<i32> {
         let s = n
             .string()
@@ -209,9 +338,17 @@ pub unsafe fn parse(
     let ctx = Ctx { pcm };
     let mut slave: Option<Node> = None;
     let mut ipc_key = 0i64;
+    let mut ipc_key_add_uid = false;
+    let mut access = Access::default();
+    let mut perm_given = false;
     let mut server = None;
+    let mut bindings = None;
+    let mut alignment = Alignment::default();
+    let mut tstamp = TstampType::default();
+    let mut slowptr = true;
     for n in (Node { ptr: conf }).children() {
-        match n.id().as_str() {
+        let id = n.id();
+        match id.as_str() {
             "comment" | "type" | "hint" => {}
             "slave" => slave = Some(n),
             "ipc_key" => {
@@ -219,6 +356,12 @@ pub unsafe fn parse(
                     .integer()
                     .ok_or_else(|| ctx.err("ipc_key must be an integer"))?;
             }
+            "ipc_key_add_uid" => ipc_key_add_uid = ctx.boolean(&n, &id)?,
+            "ipc_perm" => {
+                access.perm = ctx.octal(&n, &id)?;
+                perm_given = true;
+            }
+            "ipc_gid" => access.gid = Some(ctx.group(&n, &id)?),
             "server" => {
                 let s = n
                     .string()
@@ -228,8 +371,50 @@ pub unsafe fn parse(
                 }
                 server = Some(s);
             }
+            "bindings" => bindings = Some(ctx.bindings(&n)?),
+            "hw_ptr_alignment" => {
+                alignment = match n.string().as_deref() {
+                    Some("no") | Some("off") | Some("auto") => Alignment::No,
+                    Some("roundup") => Alignment::Roundup,
+                    Some("rounddown") => Alignment::Rounddown,
+                    _ => {
+                        return Err(ctx.err(
+                            "hw_ptr_alignment must be one of no, off, auto, roundup, rounddown",
+                        ))
+                    }
+                }
+            }
+            "tstamp_type" => tstamp = match n.string().as_deref() {
+                Some("default") | Some("monotonic") | Some("monotonic_raw") => {
+                    TstampType::Monotonic
+                }
+                Some("gettimeofday") => TstampType::Gettimeofday,
+                _ => return Err(ctx.err(
+                    "tstamp_type must be one of default, gettimeofday, monotonic, monotonic_raw",
+                )),
+            },
+            "slowptr" => slowptr = ctx.boolean(&n, &id)?,
             other => return Err(ctx.err(format!("unknown configuration key '{other}'"))),
         }
+    }
+    if ipc_key_add_uid && access.shared() {
+        return Err(ctx.err(format!(
+            "ipc_key_add_uid makes the mixer per user, but ipc_perm {:04o} shares it with other \
+             users: drop one of the two",
+            access.perm
+        )));
+    }
+    if access.gid.is_some() && access.perm & 0o070 == 0 {
+        return Err(ctx.err(format!(
+            "ipc_gid is set but ipc_perm {:04o} gives the group no access (use e.g. 0660)",
+            access.perm
+        )));
+    }
+    if access.perm & 0o600 != 0o600 && perm_given {
+        return Err(ctx.err(format!(
+            "ipc_perm {:04o} locks the owner out; the owner needs rw (0600)",
+            access.perm
+        )));
     }
     let slave = slave.ok_or_else(|| ctx.err("no slave is defined (add: slave.pcm \"hw:0,0\")"))?;
     let (slave_name, params, hw) = parse_slave(&ctx, root, slave)?;
@@ -242,7 +427,13 @@ pub unsafe fn parse(
         hw,
         params,
         ipc_key,
+        ipc_key_add_uid,
+        access,
         server,
+        bindings,
+        alignment,
+        tstamp,
+        slowptr,
     })
 }
 
@@ -293,6 +484,29 @@ fn parse_slave_compound(ctx: &Ctx<'_>, _root: *mut snd_config_t, node: Node) -> 
             "buffer_time" => p.buffer_time = Some(ctx.uint(&n, &key, 100_000_000)? as u32),
             "periods" => p.periods = Some(ctx.uint(&n, &key, 1024)? as u32),
             other => return Err(ctx.err(format!("unknown configuration key 'slave.{other}'"))),
+        }
+    }
+    for (a, b, both) in [
+        (
+            "period_size",
+            "period_time",
+            p.period_size.is_some() && p.period_time.is_some(),
+        ),
+        (
+            "buffer_size",
+            "buffer_time",
+            p.buffer_size.is_some() && p.buffer_time.is_some(),
+        ),
+        (
+            "periods",
+            "buffer_size/buffer_time",
+            p.periods.is_some() && (p.buffer_size.is_some() || p.buffer_time.is_some()),
+        ),
+    ] {
+        if both {
+            return Err(ctx.err(format!(
+                "slave.{a} and slave.{b} contradict each other; give one"
+            )));
         }
     }
     for (key, v) in [("rate", p.rate), ("channels", p.channels)] {

@@ -13,27 +13,53 @@
 //!    and the kernel has silenced it since); if its lap is newer, the writer is late: it writes
 //!    nothing and reports the sample as late.
 //! 2. Publish: store `saturate(sum)` into the DMA sample, then re-read the accumulator; if it
-//!    changed meanwhile (another writer added), store again. The last writer to change a sum is
-//!    the last to publish it, so the DMA holds the saturated exact sum once all writers are done.
+//!    changed meanwhile (another writer added), store again. The last writer to change a sum
+//!    re-reads after its own store, so once all writers are done the DMA holds the saturated
+//!    exact sum.
 //!
 //! Step 1 is a single atomic instruction per sample: a writer killed at any point leaves either
 //! its whole sample or none of it in the sum, never a half state, and holds no lock. (dmix's
-//! lock-free variant — "cmpxchg dst 0→1, then subtract the stale sum" — can drop a concurrent
-//! writer's sample between the two steps; the lap tag removes that window.)
+//! lock-free variant — "cmpxchg dst 0→1, then subtract the stale sum, then add" — can drop a
+//! concurrent writer's sample between its steps; the lap tag removes that window, and the
+//! un-clamped 40-bit sum releases saturation exactly, as dmix's 32-bit sum does.)
 //!
-//! Why the kernel's silence matters: the hardware runs with `silence_size = boundary`, so the
-//! kernel zeroes each DMA area right after it is played. A sample nobody writes for lap `L`
-//! therefore plays as 0 (silence), and the accumulator's stale lap tells the first writer of the
-//! new pass to restart the sum rather than add to last pass's value.
+//! The kernel's part: the hardware runs with `silence_size = boundary`, so the kernel zeroes each
+//! DMA area right after it is played. A sample nobody writes for lap `L` therefore plays as
+//! silence, and the accumulator's stale lap tells the first writer of the new pass to restart
+//! the sum rather than add to last pass's value.
+//!
+//! # Formats and rounding
+//!
+//! Sums are kept in the slave format's own integer units and saturated to its range:
+//!
+//! | slave format | range | stored as |
+//! | --- | --- | --- |
+//! | S16_LE/BE | −2^15 … 2^15−1 | 16-bit word |
+//! | S32_LE/BE | −2^31 … 2^31−1 | 32-bit word, **full 32-bit precision** (dmix keeps 24 bits) |
+//! | S24_LE | −2^23 … 2^23−1 | low 3 bytes of a 32-bit word; the top byte is written 0 |
+//! | S24_3LE | −2^23 … 2^23−1 | 3 bytes |
+//! | U8 | −128 … 127 | byte, offset by 0x80 |
+//!
+//! A client in the slave's format is summed as is. A FLOAT_LE client sample `x` becomes
+//! `clamp(round_half_even(x · 2^(bits−1)), min, max)` in the slave's units (`bits` = 16, 32, 24,
+//! 24, 8); NaN becomes 0. So ±1.0 maps to full scale, +1.0 clips to max, and the float is clipped
+//! per client before it is summed (one loud float client cannot push another's sum past its own
+//! clip).
 //!
 //! The real-time contract: these functions allocate nothing, take no lock and make no syscall.
 
-use std::sync::atomic::{AtomicI16, AtomicI32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI16, AtomicI32, AtomicU32, AtomicU64, AtomicU8, Ordering};
+
+use crate::hw;
 
 const SUM_BITS: u32 = 40;
 const SUM_MASK: u64 = (1 << SUM_BITS) - 1;
 const LAP_BITS: u32 = 24;
 const LAP_MASK: u64 = (1 << LAP_BITS) - 1;
+
+/// How many laps the lap tag distinguishes: the kernel boundary must be a multiple of
+/// `buffer_size * LAPS` so that lap numbers agree across the boundary wrap.
+pub const LAPS: u64 = 1 << LAP_BITS;
 
 /// The lap number of slave position `pos` (in the kernel's boundary space).
 #[inline]
@@ -87,47 +113,141 @@ pub fn accumulate(acc: &AtomicU64, lap: u32, sample: i64) -> Option<i64> {
     }
 }
 
-/// Read the current sum of an accumulator for `lap` (0 if it holds another lap).
+/// The current sum of an accumulator for `lap`, or `None` if it holds another lap.
 #[inline]
 pub fn current_sum(acc: &AtomicU64, lap: u32) -> Option<i64> {
     let (l, s) = unpack(acc.load(Ordering::Acquire));
     (l == lap).then_some(s)
 }
 
-#[inline]
-pub fn saturate_s16(v: i64) -> i16 {
-    v.clamp(i16::MIN as i64, i16::MAX as i64) as i16
+/// A slave sample format rdmix can mix into.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SlaveFormat {
+    S16Le,
+    S16Be,
+    S32Le,
+    S32Be,
+    /// 24 bits in the low three bytes of a little-endian 32-bit word.
+    S24Le,
+    /// 24 bits in three bytes, little-endian.
+    S24_3Le,
+    U8,
 }
 
-/// Publish the saturated sum of `acc` into a 16-bit DMA sample, retrying while other writers
-/// change the sum.
-#[inline]
-fn publish_s16(dst: &AtomicI16, acc: &AtomicU64, lap: u32, mut sum: i64, swap: bool) {
-    loop {
-        let v = saturate_s16(sum);
-        dst.store(if swap { v.swap_bytes() } else { v }, Ordering::Release);
-        match current_sum(acc, lap) {
-            Some(s) if s != sum => sum = s,
-            _ => return,
+impl SlaveFormat {
+    pub const ALL: [SlaveFormat; 7] = [
+        SlaveFormat::S16Le,
+        SlaveFormat::S16Be,
+        SlaveFormat::S32Le,
+        SlaveFormat::S32Be,
+        SlaveFormat::S24Le,
+        SlaveFormat::S24_3Le,
+        SlaveFormat::U8,
+    ];
+
+    pub fn from_alsa(f: i32) -> Option<SlaveFormat> {
+        Some(match f {
+            hw::SNDRV_PCM_FORMAT_S16_LE => SlaveFormat::S16Le,
+            hw::SNDRV_PCM_FORMAT_S16_BE => SlaveFormat::S16Be,
+            hw::SNDRV_PCM_FORMAT_S32_LE => SlaveFormat::S32Le,
+            hw::SNDRV_PCM_FORMAT_S32_BE => SlaveFormat::S32Be,
+            hw::SNDRV_PCM_FORMAT_S24_LE => SlaveFormat::S24Le,
+            hw::SNDRV_PCM_FORMAT_S24_3LE => SlaveFormat::S24_3Le,
+            hw::SNDRV_PCM_FORMAT_U8 => SlaveFormat::U8,
+            _ => return None,
+        })
+    }
+
+    pub fn alsa(self) -> i32 {
+        match self {
+            SlaveFormat::S16Le => hw::SNDRV_PCM_FORMAT_S16_LE,
+            SlaveFormat::S16Be => hw::SNDRV_PCM_FORMAT_S16_BE,
+            SlaveFormat::S32Le => hw::SNDRV_PCM_FORMAT_S32_LE,
+            SlaveFormat::S32Be => hw::SNDRV_PCM_FORMAT_S32_BE,
+            SlaveFormat::S24Le => hw::SNDRV_PCM_FORMAT_S24_LE,
+            SlaveFormat::S24_3Le => hw::SNDRV_PCM_FORMAT_S24_3LE,
+            SlaveFormat::U8 => hw::SNDRV_PCM_FORMAT_U8,
         }
+    }
+
+    /// Bytes per sample in memory.
+    pub fn bytes(self) -> usize {
+        match self {
+            SlaveFormat::S16Le | SlaveFormat::S16Be => 2,
+            SlaveFormat::S32Le | SlaveFormat::S32Be | SlaveFormat::S24Le => 4,
+            SlaveFormat::S24_3Le => 3,
+            SlaveFormat::U8 => 1,
+        }
+    }
+
+    /// Significant bits (the full-scale exponent for float conversion is `bits - 1`).
+    pub fn bits(self) -> u32 {
+        match self {
+            SlaveFormat::S16Le | SlaveFormat::S16Be => 16,
+            SlaveFormat::S32Le | SlaveFormat::S32Be => 32,
+            SlaveFormat::S24Le | SlaveFormat::S24_3Le => 24,
+            SlaveFormat::U8 => 8,
+        }
+    }
+
+    /// Saturation range, in the format's signed units.
+    pub fn range(self) -> (i64, i64) {
+        let b = self.bits();
+        (-(1i64 << (b - 1)), (1i64 << (b - 1)) - 1)
+    }
+
+    /// Decode one stored sample into signed units (tests and introspection).
+    pub fn decode(self, b: &[u8]) -> i64 {
+        match self {
+            SlaveFormat::S16Le => i16::from_le_bytes([b[0], b[1]]) as i64,
+            SlaveFormat::S16Be => i16::from_be_bytes([b[0], b[1]]) as i64,
+            SlaveFormat::S32Le => i32::from_le_bytes([b[0], b[1], b[2], b[3]]) as i64,
+            SlaveFormat::S32Be => i32::from_be_bytes([b[0], b[1], b[2], b[3]]) as i64,
+            SlaveFormat::S24Le | SlaveFormat::S24_3Le => {
+                (i32::from_le_bytes([0, b[0], b[1], b[2]]) >> 8) as i64
+            }
+            SlaveFormat::U8 => b[0] as i64 - 0x80,
+        }
+    }
+
+    /// Encode a sample in signed units (already in range) into bytes (tests, signal files).
+    pub fn encode(self, v: i64, out: &mut [u8]) {
+        match self {
+            SlaveFormat::S16Le => out[..2].copy_from_slice(&(v as i16).to_le_bytes()),
+            SlaveFormat::S16Be => out[..2].copy_from_slice(&(v as i16).to_be_bytes()),
+            SlaveFormat::S32Le => out[..4].copy_from_slice(&(v as i32).to_le_bytes()),
+            SlaveFormat::S32Be => out[..4].copy_from_slice(&(v as i32).to_be_bytes()),
+            SlaveFormat::S24Le => out[..4].copy_from_slice(&((v as u32) & 0xff_ffff).to_le_bytes()),
+            SlaveFormat::S24_3Le => out[..3].copy_from_slice(&(v as i32).to_le_bytes()[..3]),
+            SlaveFormat::U8 => out[0] = (v + 0x80) as u8,
+        }
+    }
+
+    /// Convert a float sample to this format's units: scale by 2^(bits-1), round half to even,
+    /// clip to the range; NaN is 0.
+    #[inline]
+    pub fn from_float(self, x: f32) -> i64 {
+        if x.is_nan() {
+            return 0;
+        }
+        let (lo, hi) = self.range();
+        let v = (x as f64 * (1u64 << (self.bits() - 1)) as f64).round_ties_even();
+        v.clamp(lo as f64, hi as f64) as i64
     }
 }
 
-#[inline]
-pub fn saturate_s32(v: i64) -> i32 {
-    v.clamp(i32::MIN as i64, i32::MAX as i64) as i32
+/// The sample format a client hands over: the slave's own, or FLOAT_LE (converted).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ClientFormat {
+    Native,
+    FloatLe,
 }
 
-/// Publish into a 32-bit DMA sample (full 32-bit precision: the 40-bit sum holds 256
-/// full-scale writers before it could overflow).
-#[inline]
-fn publish_s32(dst: &AtomicI32, acc: &AtomicU64, lap: u32, mut sum: i64, swap: bool) {
-    loop {
-        let v = saturate_s32(sum);
-        dst.store(if swap { v.swap_bytes() } else { v }, Ordering::Release);
-        match current_sum(acc, lap) {
-            Some(s) if s != sum => sum = s,
-            _ => return,
+impl ClientFormat {
+    pub fn bytes(self, slave: SlaveFormat) -> usize {
+        match self {
+            ClientFormat::Native => slave.bytes(),
+            ClientFormat::FloatLe => 4,
         }
     }
 }
@@ -147,63 +267,236 @@ pub struct Target<'a> {
     pub dma: *mut u8,
     pub dma_len: usize,
     pub sum: &'a [AtomicU64],
+    /// One entry per slave channel.
     pub channels: &'a [ChannelLayout],
     pub buffer_size: u64,
+    pub format: SlaveFormat,
+}
+
+/// How a slave format is published: saturate and store atomically.
+trait Store {
+    const RANGE: (i64, i64);
+    /// # Safety
+    /// `dst` points at a live, suitably aligned sample of this format.
+    unsafe fn store(dst: *mut u8, v: i64);
+}
+
+macro_rules! word_store {
+    ($name:ident, $atomic:ty, $int:ty, $conv:ident) => {
+        struct $name;
+        impl Store for $name {
+            const RANGE: (i64, i64) = (<$int>::MIN as i64, <$int>::MAX as i64);
+            #[inline]
+            unsafe fn store(dst: *mut u8, v: i64) {
+                let v = v.clamp(Self::RANGE.0, Self::RANGE.1) as $int;
+                // SAFETY: the caller guarantees a live, aligned sample; shared memory is only
+                // touched atomically.
+                unsafe { <$atomic>::from_ptr(dst as *mut _) }
+                    .store(<$int>::$conv(v), Ordering::Release);
+            }
+        }
+    };
+}
+
+word_store!(S16Le, AtomicI16, i16, to_le);
+word_store!(S16Be, AtomicI16, i16, to_be);
+word_store!(S32Le, AtomicI32, i32, to_le);
+word_store!(S32Be, AtomicI32, i32, to_be);
+
+struct S24Le;
+impl Store for S24Le {
+    const RANGE: (i64, i64) = (-(1 << 23), (1 << 23) - 1);
+    #[inline]
+    unsafe fn store(dst: *mut u8, v: i64) {
+        let v = (v.clamp(Self::RANGE.0, Self::RANGE.1) as u32) & 0xff_ffff;
+        // SAFETY: as in word_store; a 4-byte aligned S24_LE container.
+        unsafe { AtomicU32::from_ptr(dst as *mut u32) }.store(v.to_le(), Ordering::Release);
+    }
+}
+
+struct S24_3Le;
+impl Store for S24_3Le {
+    const RANGE: (i64, i64) = (-(1 << 23), (1 << 23) - 1);
+    #[inline]
+    unsafe fn store(dst: *mut u8, v: i64) {
+        let b = (v.clamp(Self::RANGE.0, Self::RANGE.1) as i32).to_le_bytes();
+        // SAFETY: three live bytes. They are stored one by one; the publish loop re-reads the
+        // sum after the last byte, so a torn value left by a concurrent writer is rewritten.
+        unsafe {
+            for (i, byte) in b.iter().take(3).enumerate() {
+                AtomicU8::from_ptr(dst.add(i)).store(*byte, Ordering::Release);
+            }
+        }
+    }
+}
+
+struct U8;
+impl Store for U8 {
+    const RANGE: (i64, i64) = (-128, 127);
+    #[inline]
+    unsafe fn store(dst: *mut u8, v: i64) {
+        let v = (v.clamp(Self::RANGE.0, Self::RANGE.1) + 0x80) as u8;
+        // SAFETY: one live byte.
+        unsafe { AtomicU8::from_ptr(dst) }.store(v, Ordering::Release);
+    }
+}
+
+/// Reading one client sample, in the slave's units.
+trait Load {
+    /// # Safety
+    /// `src` points at a readable client sample of this format.
+    unsafe fn load(src: *const u8) -> i64;
+}
+
+struct Native<S>(std::marker::PhantomData<S>);
+struct Float<S>(std::marker::PhantomData<S>);
+
+macro_rules! native_load {
+    ($store:ty, |$p:ident| $e:expr) => {
+        impl Load for Native<$store> {
+            #[inline]
+            unsafe fn load($p: *const u8) -> i64 {
+                // SAFETY: the caller guarantees a readable sample; the client ring may be
+                // unaligned for 3-byte formats, so every read is unaligned-safe.
+                unsafe { $e }
+            }
+        }
+    };
+}
+
+native_load!(S16Le, |p| i16::from_le((p as *const i16).read_unaligned())
+    as i64);
+native_load!(S16Be, |p| i16::from_be((p as *const i16).read_unaligned())
+    as i64);
+native_load!(S32Le, |p| i32::from_le((p as *const i32).read_unaligned())
+    as i64);
+native_load!(S32Be, |p| i32::from_be((p as *const i32).read_unaligned())
+    as i64);
+native_load!(
+    S24Le,
+    |p| ((i32::from_le((p as *const i32).read_unaligned()) << 8) >> 8) as i64
+);
+native_load!(S24_3Le, |p| {
+    let b = [*p, *p.add(1), *p.add(2)];
+    (i32::from_le_bytes([0, b[0], b[1], b[2]]) >> 8) as i64
+});
+native_load!(U8, |p| *p as i64 - 0x80);
+
+macro_rules! float_load {
+    ($store:ty, $fmt:expr) => {
+        impl Load for Float<$store> {
+            #[inline]
+            unsafe fn load(p: *const u8) -> i64 {
+                // SAFETY: the caller guarantees a readable 4-byte float.
+                let x = f32::from_bits(u32::from_le(unsafe { (p as *const u32).read_unaligned() }));
+                $fmt.from_float(x)
+            }
+        }
+    };
+}
+
+float_load!(S16Le, SlaveFormat::S16Le);
+float_load!(S16Be, SlaveFormat::S16Be);
+float_load!(S32Le, SlaveFormat::S32Le);
+float_load!(S32Be, SlaveFormat::S32Be);
+float_load!(S24Le, SlaveFormat::S24Le);
+float_load!(S24_3Le, SlaveFormat::S24_3Le);
+float_load!(U8, SlaveFormat::U8);
+
+/// Publish the saturated sum of `acc` into `dst`, retrying while other writers change the sum.
+#[inline]
+unsafe fn publish<S: Store>(dst: *mut u8, acc: &AtomicU64, lap: u32, mut sum: i64) {
+    loop {
+        // SAFETY: forwarded from the caller.
+        unsafe { S::store(dst, sum) };
+        match current_sum(acc, lap) {
+            Some(s) if s != sum => sum = s,
+            _ => return,
+        }
+    }
+}
+
+/// A client's frames to mix: `frames` frames of `channels` samples each, `frame_bytes` apart,
+/// channel `c` at byte `c * sample_bytes`; `bindings[c]` is the slave channel client channel
+/// `c` plays on (`None`: not played).
+#[derive(Clone, Copy, Debug)]
+pub struct Source<'a> {
+    pub data: &'a [u8],
+    pub frames: usize,
+    pub frame_bytes: usize,
+    pub sample_bytes: usize,
+    pub bindings: &'a [Option<u16>],
+    pub format: ClientFormat,
 }
 
 impl Target<'_> {
-    /// Mix `frames` interleaved S16 frames from `src` (one sample per slave channel per frame,
-    /// in host byte order) at slave positions `pos..pos+frames`. `swap` selects a byte-swapped
-    /// (opposite-endian) slave. Returns the number of samples that were late.
+    /// Mix `src` at slave positions `pos..pos + src.frames`, adding `sign` (1, or -1 to take
+    /// previously mixed frames back out). Returns the number of samples that were late.
     ///
     /// # Safety
     /// `dma` must point at a live mapping of `dma_len` bytes laid out as `channels` says, for
-    /// `buffer_size` frames, with 2-byte samples.
-    pub unsafe fn mix_s16(&self, pos: u64, src: &[i16], swap: bool) -> u32 {
-        let nch = self.channels.len();
-        let frames = src.len() / nch;
-        let mut late = 0;
-        for f in 0..frames {
-            let p = pos + f as u64;
-            let slot = (p % self.buffer_size) as usize;
-            let lap = lap_of(p, self.buffer_size);
-            for (ch, lay) in self.channels.iter().enumerate() {
-                let off = lay.first + slot * lay.step;
-                debug_assert!(off + 2 <= self.dma_len);
-                let acc = &self.sum[slot * nch + ch];
-                // SAFETY: the caller guarantees the mapping; `off` is inside it and 2-aligned
-                // (ALSA sample layouts are naturally aligned). The DMA buffer is shared with
-                // other processes and the kernel, so it is only accessed atomically.
-                let dst = unsafe { AtomicI16::from_ptr(self.dma.add(off) as *mut i16) };
-                match accumulate(acc, lap, src[f * nch + ch] as i64) {
-                    Some(sum) => publish_s16(dst, acc, lap, sum, swap),
-                    None => late += 1,
+    /// `buffer_size` frames of `format`; `sum` must hold `buffer_size * channels.len()`
+    /// accumulators. `src` must satisfy its own description (checked).
+    pub unsafe fn mix(&self, pos: u64, src: &Source<'_>, sign: i64) -> u32 {
+        macro_rules! go {
+            ($s:ty) => {
+                match src.format {
+                    // SAFETY: forwarded.
+                    ClientFormat::Native => unsafe {
+                        self.mix_with::<Native<$s>, $s>(pos, src, sign)
+                    },
+                    // SAFETY: forwarded.
+                    ClientFormat::FloatLe => unsafe {
+                        self.mix_with::<Float<$s>, $s>(pos, src, sign)
+                    },
                 }
-            }
+            };
         }
-        late
+        match self.format {
+            SlaveFormat::S16Le => go!(S16Le),
+            SlaveFormat::S16Be => go!(S16Be),
+            SlaveFormat::S32Le => go!(S32Le),
+            SlaveFormat::S32Be => go!(S32Be),
+            SlaveFormat::S24Le => go!(S24Le),
+            SlaveFormat::S24_3Le => go!(S24_3Le),
+            SlaveFormat::U8 => go!(U8),
+        }
     }
 
-    /// As [`Target::mix_s16`], for 32-bit samples.
-    ///
-    /// # Safety
-    /// As for `mix_s16`, with 4-byte samples.
-    pub unsafe fn mix_s32(&self, pos: u64, src: &[i32], swap: bool) -> u32 {
+    #[inline(never)]
+    unsafe fn mix_with<L: Load, S: Store>(&self, pos: u64, src: &Source<'_>, sign: i64) -> u32 {
         let nch = self.channels.len();
-        let frames = src.len() / nch;
+        let need = src.frames.saturating_sub(1) * src.frame_bytes
+            + src.bindings.len().saturating_sub(1) * src.sample_bytes
+            + src.sample_bytes;
+        if src.frames == 0
+            || src.data.len() < need
+            || self.sum.len() < self.buffer_size as usize * nch
+        {
+            return 0;
+        }
+        let base = src.data.as_ptr();
         let mut late = 0;
-        for f in 0..frames {
+        for f in 0..src.frames {
             let p = pos + f as u64;
             let slot = (p % self.buffer_size) as usize;
             let lap = lap_of(p, self.buffer_size);
-            for (ch, lay) in self.channels.iter().enumerate() {
+            for (c, bind) in src.bindings.iter().enumerate() {
+                let Some(sc) = *bind else { continue };
+                let sc = sc as usize;
+                if sc >= nch {
+                    continue;
+                }
+                let lay = self.channels[sc];
                 let off = lay.first + slot * lay.step;
-                debug_assert!(off + 4 <= self.dma_len);
-                let acc = &self.sum[slot * nch + ch];
-                // SAFETY: as in mix_s16, with 4-aligned 4-byte samples.
-                let dst = unsafe { AtomicI32::from_ptr(self.dma.add(off) as *mut i32) };
-                match accumulate(acc, lap, src[f * nch + ch] as i64) {
-                    Some(sum) => publish_s32(dst, acc, lap, sum, swap),
+                debug_assert!(off + self.format.bytes() <= self.dma_len);
+                // SAFETY: `need` was checked against the source length above.
+                let v = unsafe { L::load(base.add(f * src.frame_bytes + c * src.sample_bytes)) };
+                let acc = &self.sum[slot * nch + sc];
+                match accumulate(acc, lap, v * sign) {
+                    // SAFETY: the caller guarantees the DMA mapping and layout; `off` is a
+                    // sample inside it.
+                    Some(sum) => unsafe { publish::<S>(self.dma.add(off), acc, lap, sum) },
                     None => late += 1,
                 }
             }
@@ -252,34 +545,192 @@ mod tests {
     }
 
     #[test]
-    fn mix_s16_single_writer_wraps_ring() {
+    fn float_conversion_rounds_half_even_and_clips() {
+        let f = SlaveFormat::S16Le;
+        assert_eq!(f.from_float(0.0), 0);
+        assert_eq!(f.from_float(1.0), 32767);
+        assert_eq!(f.from_float(-1.0), -32768);
+        assert_eq!(f.from_float(2.5), 32767);
+        assert_eq!(f.from_float(f32::NAN), 0);
+        assert_eq!(f.from_float(0.5 / 32768.0), 0); // 0.5 -> 0 (even)
+        assert_eq!(f.from_float(1.5 / 32768.0), 2); // 1.5 -> 2 (even)
+        assert_eq!(f.from_float(-2.5 / 32768.0), -2);
+        assert_eq!(SlaveFormat::S32Le.from_float(-1.0), i32::MIN as i64);
+        assert_eq!(SlaveFormat::S32Le.from_float(1.0), i32::MAX as i64);
+        assert_eq!(SlaveFormat::U8.from_float(0.5), 64);
+    }
+
+    /// Every format: two writers summed and saturated exactly, compared with a plain reference.
+    #[test]
+    fn mix_every_format_against_reference() {
+        let bs = 16u64;
+        for fmt in SlaveFormat::ALL {
+            let nch = 2;
+            let sb = fmt.bytes();
+            let mut dma = vec![0u8; bs as usize * nch * sb + 8];
+            if fmt == SlaveFormat::U8 {
+                dma.iter_mut().for_each(|b| *b = 0x80);
+            }
+            let sum: Vec<AtomicU64> = (0..bs as usize * nch).map(|_| AtomicU64::new(0)).collect();
+            let lay = [
+                ChannelLayout {
+                    first: 0,
+                    step: nch * sb,
+                },
+                ChannelLayout {
+                    first: sb,
+                    step: nch * sb,
+                },
+            ];
+            let t = Target {
+                dma: dma.as_mut_ptr(),
+                dma_len: dma.len(),
+                sum: &sum,
+                channels: &lay,
+                buffer_size: bs,
+                format: fmt,
+            };
+            let (lo, hi) = fmt.range();
+            let vals = |k: i64| -> Vec<i64> {
+                (0..24)
+                    .map(|i| ((i * 7919 + k) % (hi - lo + 1)) + lo)
+                    .collect()
+            };
+            let (a, b) = (vals(3), vals(hi / 3 + 11));
+            let enc = |v: &[i64]| -> Vec<u8> {
+                let mut out = vec![0u8; v.len() * sb];
+                for (i, x) in v.iter().enumerate() {
+                    fmt.encode(*x, &mut out[i * sb..]);
+                }
+                out
+            };
+            let binds = [Some(0u16), Some(1)];
+            for v in [&a, &b] {
+                let data = enc(v);
+                let src = Source {
+                    data: &data,
+                    frames: 12,
+                    frame_bytes: nch * sb,
+                    sample_bytes: sb,
+                    bindings: &binds,
+                    format: ClientFormat::Native,
+                };
+                // SAFETY: dma is a live interleaved buffer of bs frames.
+                assert_eq!(unsafe { t.mix(4, &src, 1) }, 0);
+            }
+            for i in 0..24usize {
+                let p = 4 + i / 2;
+                let slot = p % bs as usize;
+                let got = fmt.decode(&dma[(slot * nch + i % 2) * sb..]);
+                assert_eq!(got, (a[i] + b[i]).clamp(lo, hi), "{fmt:?} sample {i}");
+            }
+        }
+    }
+
+    #[test]
+    fn bindings_route_and_drop_channels() {
         let bs = 8u64;
-        let nch = 2;
-        let mut dma = vec![0i16; bs as usize * nch];
-        let sum: Vec<AtomicU64> = (0..bs as usize * nch).map(|_| AtomicU64::new(0)).collect();
+        let mut dma = vec![0i16; bs as usize * 2];
+        let sum: Vec<AtomicU64> = (0..bs as usize * 2).map(|_| AtomicU64::new(0)).collect();
         let lay = [
             ChannelLayout { first: 0, step: 4 },
             ChannelLayout { first: 2, step: 4 },
         ];
         let t = Target {
             dma: dma.as_mut_ptr() as *mut u8,
-            dma_len: dma.len() * 2,
+            dma_len: 32,
             sum: &sum,
             channels: &lay,
             buffer_size: bs,
+            format: SlaveFormat::S16Le,
         };
-        let src: Vec<i16> = (0..12).map(|i| i as i16 * 100).collect();
-        // SAFETY: `dma` is a live interleaved buffer of bs frames × 2 channels.
-        let late = unsafe { t.mix_s16(6, &src, false) };
-        assert_eq!(late, 0);
-        // positions 6,7 -> slots 6,7; 8..11 -> slots 0..3
-        assert_eq!(&dma[12..16], &[0, 100, 200, 300]);
-        assert_eq!(&dma[0..8], &[400, 500, 600, 700, 800, 900, 1000, 1100]);
-        // A second writer on the same positions sums and saturates.
-        let big = vec![i16::MAX; 12];
-        // SAFETY: as above.
-        unsafe { t.mix_s16(6, &big, false) };
-        assert_eq!(dma[12], i16::MAX);
+        // A 3-channel client: ch0 -> slave 1, ch1 dropped, ch2 -> slave 0.
+        let data: Vec<u8> = [10i16, 20, 30]
+            .iter()
+            .flat_map(|v| v.to_le_bytes())
+            .collect();
+        let binds = [Some(1u16), None, Some(0)];
+        let src = Source {
+            data: &data,
+            frames: 1,
+            frame_bytes: 6,
+            sample_bytes: 2,
+            bindings: &binds,
+            format: ClientFormat::Native,
+        };
+        // SAFETY: live buffer.
+        unsafe { t.mix(0, &src, 1) };
+        assert_eq!(&dma[..2], &[30, 10]);
+        // Taking it back out leaves silence.
+        // SAFETY: live buffer.
+        unsafe { t.mix(0, &src, -1) };
+        assert_eq!(&dma[..2], &[0, 0]);
+    }
+
+    #[test]
+    fn saturation_releases_exactly() {
+        let bs = 4u64;
+        let mut dma = vec![0i16; 4];
+        let sum: Vec<AtomicU64> = (0..4).map(|_| AtomicU64::new(0)).collect();
+        let lay = [ChannelLayout { first: 0, step: 2 }];
+        let t = Target {
+            dma: dma.as_mut_ptr() as *mut u8,
+            dma_len: 8,
+            sum: &sum,
+            channels: &lay,
+            buffer_size: bs,
+            format: SlaveFormat::S16Le,
+        };
+        let full: Vec<u8> = 30000i16.to_le_bytes().to_vec();
+        let binds = [Some(0u16)];
+        let src = Source {
+            data: &full,
+            frames: 1,
+            frame_bytes: 2,
+            sample_bytes: 2,
+            bindings: &binds,
+            format: ClientFormat::Native,
+        };
+        // SAFETY: live buffer.
+        unsafe {
+            t.mix(0, &src, 1);
+            t.mix(0, &src, 1);
+        }
         assert_eq!(dma[0], i16::MAX);
+        // SAFETY: live buffer.
+        unsafe { t.mix(0, &src, -1) };
+        assert_eq!(dma[0], 30000);
+    }
+
+    #[test]
+    fn float_client_into_s16() {
+        let bs = 4u64;
+        let mut dma = vec![0i16; 4];
+        let sum: Vec<AtomicU64> = (0..4).map(|_| AtomicU64::new(0)).collect();
+        let lay = [ChannelLayout { first: 0, step: 2 }];
+        let t = Target {
+            dma: dma.as_mut_ptr() as *mut u8,
+            dma_len: 8,
+            sum: &sum,
+            channels: &lay,
+            buffer_size: bs,
+            format: SlaveFormat::S16Le,
+        };
+        let data: Vec<u8> = [0.25f32, -1.5, 1.5 / 32768.0]
+            .iter()
+            .flat_map(|v| v.to_le_bytes())
+            .collect();
+        let binds = [Some(0u16)];
+        let src = Source {
+            data: &data,
+            frames: 3,
+            frame_bytes: 4,
+            sample_bytes: 4,
+            bindings: &binds,
+            format: ClientFormat::FloatLe,
+        };
+        // SAFETY: live buffer.
+        unsafe { t.mix(0, &src, 1) };
+        assert_eq!(&dma[..3], &[8192, -32768, 2]);
     }
 }

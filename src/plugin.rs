@@ -165,6 +165,13 @@ unsafe extern "C" fn cb_close(io: *mut snd_pcm_ioplug_t) -> c_int {
             let p = (*io).private_data as *mut Plugin;
             (*io).private_data = std::ptr::null_mut();
             if !p.is_null() {
+                if std::env::var_os("RDMIX_STATS").is_some_and(|v| v == "1") {
+                    eprintln!(
+                        "rdmix: PCM '{}': {}",
+                        (*p).name.to_string_lossy(),
+                        (*p).stream.stats_line()
+                    );
+                }
                 drop(Box::from_raw(p));
             }
         }
@@ -182,13 +189,14 @@ unsafe extern "C" fn cb_hw_params(
     // SAFETY: called by alsa-lib with our io; the hw fields were filled before this call.
     unsafe {
         with(io, -libc::EIO, |s, io, name| {
-            let (ch, rate, period, buffer) = (
+            let (fmt, ch, rate, period, buffer) = (
+                (*io).format,
                 (*io).channels,
                 (*io).rate,
                 (*io).period_size,
                 (*io).buffer_size,
             );
-            match s.set_hw_params(ch, rate, period, buffer) {
+            match s.set_hw_params(fmt, ch, rate, period, buffer) {
                 Ok(()) => 0,
                 Err(e) => report(name, &e),
             }
@@ -375,8 +383,9 @@ fn check(r: c_int, what: &str) -> Result<()> {
     }
 }
 
-/// Constrain the client to what the mixer runs: the slave's format, channels and rate, any
-/// access, and a buffer no larger than the slave's.
+/// Constrain the client to what the mixer runs: the slave's format or FLOAT_LE, the slave's
+/// rate, one channel per binding, any access. The buffer may be up to [`MAX_BUFFER_SLAVES`]
+/// slave buffers long (frames that do not fit the slave ring yet wait in the client's ring).
 ///
 /// # Safety
 /// `io` must be a plugin created by `snd_pcm_ioplug_create`.
@@ -388,8 +397,13 @@ unsafe fn set_constraints(io: *mut snd_pcm_ioplug_t, s: &Stream) -> Result<()> {
         SND_PCM_ACCESS_RW_INTERLEAVED,
         SND_PCM_ACCESS_RW_NONINTERLEAVED,
     ];
-    let fmt = [g.format as c_uint];
-    let fb = (g.sample_bits / 8 * g.channels) as c_uint;
+    let fmt = [
+        g.format as c_uint,
+        crate::hw::SNDRV_PCM_FORMAT_FLOAT_LE as c_uint,
+    ];
+    let ch = s.client_channels();
+    let native = s.slave_format().bytes() as c_uint;
+    let (min_fb, max_fb) = (native.min(4) * ch, native.max(4) * ch);
     let buf = g.buffer_size as c_uint;
     // SAFETY: io is live; lists are valid for their lengths.
     unsafe {
@@ -398,11 +412,11 @@ unsafe fn set_constraints(io: *mut snd_pcm_ioplug_t, s: &Stream) -> Result<()> {
             "access constraint",
         )?;
         check(
-            snd_pcm_ioplug_set_param_list(io, SND_PCM_IOPLUG_HW_FORMAT, 1, fmt.as_ptr()),
+            snd_pcm_ioplug_set_param_list(io, SND_PCM_IOPLUG_HW_FORMAT, 2, fmt.as_ptr()),
             "format constraint",
         )?;
         check(
-            snd_pcm_ioplug_set_param_minmax(io, SND_PCM_IOPLUG_HW_CHANNELS, g.channels, g.channels),
+            snd_pcm_ioplug_set_param_minmax(io, SND_PCM_IOPLUG_HW_CHANNELS, ch, ch),
             "channels constraint",
         )?;
         check(
@@ -413,8 +427,8 @@ unsafe fn set_constraints(io: *mut snd_pcm_ioplug_t, s: &Stream) -> Result<()> {
             snd_pcm_ioplug_set_param_minmax(
                 io,
                 SND_PCM_IOPLUG_HW_PERIOD_BYTES,
-                16 * fb,
-                (buf / 2).max(16) * fb,
+                16 * min_fb,
+                buf * crate::stream::MAX_BUFFER_SLAVES as c_uint / 2 * max_fb,
             ),
             "period constraint",
         )?;
@@ -422,8 +436,8 @@ unsafe fn set_constraints(io: *mut snd_pcm_ioplug_t, s: &Stream) -> Result<()> {
             snd_pcm_ioplug_set_param_minmax(
                 io,
                 SND_PCM_IOPLUG_HW_BUFFER_BYTES,
-                32 * fb,
-                buf.max(32) * fb,
+                32 * min_fb,
+                buf * crate::stream::MAX_BUFFER_SLAVES as c_uint * min_fb,
             ),
             "buffer constraint",
         )?;
@@ -453,14 +467,18 @@ unsafe fn open(
     // SAFETY: forwarded from the loader.
     let cfg = unsafe { crate::config::parse(name, root, conf) }?;
     let conn = crate::client::open(&cfg)?;
-    let s = Stream::attach(conn)?;
+    let s = Stream::attach(conn, &cfg)?;
     let cname = CString::new(name).unwrap_or_else(|_| CString::from(c"rdmix"));
     let timer = s.timer_fd();
     let plugin = Box::new(Plugin {
         io: UnsafeCell::new(snd_pcm_ioplug_t {
             version: SND_PCM_IOPLUG_VERSION,
             name: std::ptr::null(),
-            flags: SND_PCM_IOPLUG_FLAG_BOUNDARY_WA | SND_PCM_IOPLUG_FLAG_MONOTONIC,
+            flags: SND_PCM_IOPLUG_FLAG_BOUNDARY_WA
+                | match cfg.tstamp {
+                    crate::config::TstampType::Monotonic => SND_PCM_IOPLUG_FLAG_MONOTONIC,
+                    crate::config::TstampType::Gettimeofday => 0,
+                },
             poll_fd: timer,
             poll_events: libc::POLLIN as c_uint,
             mmap_rw: 0,

@@ -179,9 +179,20 @@ impl Reader<'_> {
     }
 }
 
-/// The abstract socket name of one mixer: one per (user, card, device, subdevice, ipc_key).
-pub fn socket_name(uid: u32, card: u32, device: u32, subdevice: u32, ipc_key: i64) -> String {
-    format!("rdmix/u{uid}/c{card}d{device}s{subdevice}/k{ipc_key}")
+/// The abstract socket name of one mixer: one per (owner, card, device, subdevice, ipc_key).
+/// `owner` is the user's uid for a private mixer, `None` for one shared between users.
+pub fn socket_name(
+    owner: Option<u32>,
+    card: u32,
+    device: u32,
+    subdevice: u32,
+    ipc_key: i64,
+) -> String {
+    let who = match owner {
+        Some(uid) => format!("u{uid}"),
+        None => "shared".to_string(),
+    };
+    format!("rdmix/{who}/c{card}d{device}s{subdevice}/k{ipc_key}")
 }
 
 pub fn socket_addr(name: &str) -> Result<UnixAddr> {

@@ -7,7 +7,8 @@
 //!
 //! Lifecycle: bind the abstract socket (an atomic claim of the mixer's name: a second server
 //! started at the same moment gets EADDRINUSE and exits 0, its client connects to the first),
-//! open and configure the device, create the shared state, listen, then fork into the
+//! listen (early arrivals wait in the backlog), open and configure the device, create the shared
+//! state, then fork into the
 //! background; the foreground process exits 0, which tells the spawning client the socket is
 //! ready. Errors before that point go to the spawning application's stderr and become the exit
 //! status (an errno value).
@@ -34,12 +35,19 @@ pub struct Options {
     pub device: u32,
     pub subdevice: Option<u32>,
     pub request: HwRequest,
+    /// Who besides the owner may join (octal mode bits, as dmix's ipc_perm) and the group the
+    /// group bits refer to (ipc_gid; default: the owner's primary group).
+    pub perm: u32,
+    pub gid: Option<u32>,
     /// Stay in the foreground and log to stderr (for debugging).
     pub foreground: bool,
 }
 
 pub fn parse_args(args: &[String]) -> Result<Options> {
-    let mut o = Options::default();
+    let mut o = Options {
+        perm: 0o600,
+        ..Options::default()
+    };
     let mut it = args.iter();
     let mut socket = None;
     let mut card = None;
@@ -68,6 +76,13 @@ pub fn parse_args(args: &[String]) -> Result<Options> {
             "--buffer-size" => o.request.buffer_size = Some(num(v)?),
             "--buffer-time" => o.request.buffer_time = Some(num(v)? as u32),
             "--periods" => o.request.periods = Some(num(v)? as u32),
+            "--perm" => {
+                o.perm = u32::from_str_radix(v, 8)
+                    .ok()
+                    .filter(|m| *m <= 0o777)
+                    .ok_or_else(|| Error::config(format!("--perm: '{v}' is not an octal mode")))?
+            }
+            "--gid" => o.gid = Some(num(v)? as u32),
             _ => return Err(Error::config(format!("unknown option {a}"))),
         }
     }
@@ -96,6 +111,8 @@ pub struct Server {
     shared: SharedState,
     conns: HashMap<RawFd, Conn>,
     uid: u32,
+    perm: u32,
+    gid: u32,
     had_client: bool,
     started: Instant,
 }
@@ -122,6 +139,13 @@ pub fn setup(o: &Options) -> Result<Bound> {
         Err(nix::errno::Errno::EADDRINUSE) => return Ok(Bound::AlreadyRunning),
         Err(e) => return Err(Error::sys(format!("bind @{}", o.socket), e)),
     }
+    // Listen at once: clients that arrive while the device is being set up wait in the backlog
+    // for their Welcome instead of racing to start servers of their own.
+    listen(
+        &listener,
+        Backlog::new(64).map_err(|e| Error::sys("listen backlog", e))?,
+    )
+    .map_err(|e| Error::sys("listen", e))?;
     let hw = HwPcm::open(o.card, o.device, o.subdevice)?;
     let cfg = hw.configure(&o.request)?;
     hw.prepare()?;
@@ -140,17 +164,14 @@ pub fn setup(o: &Options) -> Result<Bound> {
         subdevice: o.subdevice.unwrap_or(0),
     };
     let shared = SharedState::create(&g, std::process::id())?;
-    listen(
-        &listener,
-        Backlog::new(64).map_err(|e| Error::sys("listen backlog", e))?,
-    )
-    .map_err(|e| Error::sys("listen", e))?;
     Ok(Bound::Ready(Box::new(Server {
         listener,
         hw,
         shared,
         conns: HashMap::new(),
         uid: nix::unistd::getuid().as_raw(),
+        perm: o.perm,
+        gid: o.gid.unwrap_or_else(|| nix::unistd::getgid().as_raw()),
         had_client: false,
         started: Instant::now(),
     })))
@@ -269,18 +290,34 @@ impl Server {
         }
     }
 
+    /// The owner and root always; members of the group when the group bits are set; anyone
+    /// when the other bits are set. Group membership counts the peer's primary group and its
+    /// supplementary groups (from /proc, read at connect time, off the real-time path).
+    fn admits(&self, uid: u32, gid: u32, pid: i32) -> bool {
+        if uid == self.uid || uid == 0 || self.perm & 0o007 != 0 {
+            return true;
+        }
+        if self.perm & 0o070 == 0 {
+            return false;
+        }
+        gid == self.gid || peer_groups(pid).contains(&self.gid)
+    }
+
     fn welcome(&mut self, k: RawFd) -> Result<()> {
         let c = self.conns.get(&k).ok_or_else(|| Error::protocol("gone"))?;
         let cred = getsockopt(&c.fd, sockopt::PeerCredentials)
             .map_err(|e| Error::sys("SO_PEERCRED", e))?;
-        if cred.uid() != self.uid && cred.uid() != 0 {
+        if !self.admits(cred.uid(), cred.gid(), cred.pid()) {
             return Err(Error::new(
                 crate::error::ErrorKind::Access,
                 libc::EACCES,
                 format!(
-                    "uid {} may not join the mixer of uid {} (sharing between users is not enabled)",
+                    "uid {} may not join the mixer of uid {} (ipc_perm {:04o}, group {}): to share \
+                     it, set ipc_perm (e.g. 0660) and ipc_gid in the rdmix PCM's configuration",
                     cred.uid(),
-                    self.uid
+                    self.uid,
+                    self.perm,
+                    self.gid
                 ),
             ));
         }
@@ -303,6 +340,21 @@ impl Server {
         self.had_client = true;
         Ok(())
     }
+}
+
+/// Supplementary groups of a process, from `/proc/PID/status` (empty if unreadable).
+fn peer_groups(pid: i32) -> Vec<u32> {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines().find(|l| l.starts_with("Groups:")).map(|l| {
+                l[7..]
+                    .split_whitespace()
+                    .filter_map(|g| g.parse().ok())
+                    .collect()
+            })
+        })
+        .unwrap_or_default()
 }
 
 /// Close every inherited fd above stderr: the server must not keep the application's files,

@@ -77,8 +77,12 @@ pub struct ClientSlot {
     pub mixed_to: AtomicU64,
     pub frames_mixed: AtomicU64,
     pub xruns: AtomicU32,
+    /// Samples that could not be mixed because the hardware had passed them.
     pub late: AtomicU32,
-    pub _reserved: [u64; 4],
+    /// Poll wakeups, and those that found the application's condition not yet met.
+    pub wakeups: AtomicU64,
+    pub early_wakeups: AtomicU64,
+    pub _reserved: [u64; 2],
 }
 
 const _: () = {
@@ -298,6 +302,8 @@ impl SharedState {
                 s.frames_mixed.store(0, Ordering::Relaxed);
                 s.xruns.store(0, Ordering::Relaxed);
                 s.late.store(0, Ordering::Relaxed);
+                s.wakeups.store(0, Ordering::Relaxed);
+                s.early_wakeups.store(0, Ordering::Relaxed);
                 self.header().clients.fetch_add(1, Ordering::AcqRel);
                 self.header().attaches.fetch_add(1, Ordering::Relaxed);
                 return Some(i);

@@ -28,15 +28,20 @@ use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::sync::atomic::Ordering;
 
 use crate::client::Connection;
+use crate::config::{Alignment, PluginConfig};
 use crate::error::{Error, Result};
 use crate::hw::{self, DmaBuffer, HwPcm, StatusPage};
-use crate::mix::{ChannelLayout, Target};
+use crate::mix::{ChannelLayout, ClientFormat, SlaveFormat, Source, Target};
 use crate::shm::{Geometry, SharedState};
+
+/// A client buffer may be this many slave buffers long.
+pub const MAX_BUFFER_SLAVES: u64 = 4;
 
 /// The client's negotiated parameters (from alsa-lib's hw_params and sw_params).
 #[derive(Clone, Copy, Debug, Default)]
 pub struct ClientParams {
     pub channels: usize,
+    pub format: Option<ClientFormat>,
     pub sample_bytes: usize,
     pub buffer_size: u64,
     pub period_size: u64,
@@ -61,12 +66,21 @@ pub struct Stream {
     sock: OwnedFd,
     layout: Vec<ChannelLayout>,
     geom: Geometry,
+    format: SlaveFormat,
+    /// Client channel -> slave channel (`None`: not played). Its length is the client's
+    /// channel count.
+    bindings: Vec<Option<u16>>,
+    alignment: Alignment,
+    slowptr: bool,
     slot: u32,
     pid: u32,
     p: ClientParams,
-    /// Pending frames, interleaved, in the slave sample format; u64 storage for alignment.
-    ring: Vec<u64>,
+    /// Pending frames, interleaved, in the client's sample format.
+    ring: Vec<u8>,
     running: bool,
+    /// The hardware position's observed step (gcd of the deltas seen; 0 until known): the
+    /// position can lag the truth by up to this much, so wakeups wait that much longer.
+    granule: u64,
     slave_raw: u64,
     slave: u64,
     base: u64,
@@ -76,7 +90,8 @@ pub struct Stream {
 
 impl Stream {
     /// Map everything the server handed us and check it against the shared state.
-    pub fn attach(conn: Connection) -> Result<Stream> {
+    pub fn attach(conn: Connection, cfg: &PluginConfig) -> Result<Stream> {
+        let bindings = cfg.bindings.as_deref();
         let Connection {
             sock,
             hw_fd,
@@ -94,15 +109,25 @@ impl Stream {
                 geom.boundary
             )));
         }
-        match geom.format {
-            hw::SNDRV_PCM_FORMAT_S16_LE | hw::SNDRV_PCM_FORMAT_S32_LE => {}
-            f => {
-                return Err(Error::config(format!(
-                    "slave sample format {} is not supported yet (use format S16_LE or S32_LE)",
-                    hw::format_name(f)
-                )))
+        let format = SlaveFormat::from_alsa(geom.format).ok_or_else(|| {
+            Error::config(format!(
+                "the device runs {}, which rdmix cannot mix; set slave.format to one of \
+                 S16_LE, S16_BE, S32_LE, S32_BE, S24_LE, S24_3LE, U8",
+                hw::format_name(geom.format)
+            ))
+        })?;
+        let bindings = match bindings {
+            Some(b) => {
+                if let Some(bad) = b.iter().flatten().find(|&&c| c as u32 >= geom.channels) {
+                    return Err(Error::config(format!(
+                        "bindings name slave channel {bad}, but the device has {} channels",
+                        geom.channels
+                    )));
+                }
+                b.to_vec()
             }
-        }
+            None => (0..geom.channels as u16).map(Some).collect(),
+        };
         let hw = HwPcm::from_fd(hw_fd, hw_path);
         let status = hw.map_status()?;
         let (dma, areas) = hw.map_dma_for_client(
@@ -148,11 +173,16 @@ impl Stream {
             sock,
             layout,
             geom,
+            format,
+            bindings,
+            alignment: cfg.alignment,
+            slowptr: cfg.slowptr,
             slot,
             pid: std::process::id(),
             p: ClientParams::default(),
             ring: Vec::new(),
             running: false,
+            granule: 0,
             slave_raw: raw,
             slave: raw,
             base: 0,
@@ -170,29 +200,52 @@ impl Stream {
     }
 
     /// hw_params: allocate the private ring for the negotiated buffer.
+    /// The client's channel count (the number of bindings).
+    pub fn client_channels(&self) -> u32 {
+        self.bindings.len() as u32
+    }
+
+    pub fn slave_format(&self) -> SlaveFormat {
+        self.format
+    }
+
+    /// hw_params: check what alsa-lib negotiated and allocate the private ring.
     pub fn set_hw_params(
         &mut self,
+        format: i32,
         channels: u32,
         rate: u32,
         period: u64,
         buffer: u64,
     ) -> Result<()> {
-        if channels != self.geom.channels || rate != self.geom.rate {
+        let cf = if format == self.geom.format {
+            ClientFormat::Native
+        } else if format == hw::SNDRV_PCM_FORMAT_FLOAT_LE {
+            ClientFormat::FloatLe
+        } else {
             return Err(Error::config(format!(
-                "{channels} channels at {rate} Hz requested; the mixer runs {} channels at {} Hz",
-                self.geom.channels, self.geom.rate
+                "sample format {} requested; the mixer takes {} or FLOAT_LE",
+                hw::format_name(format),
+                hw::format_name(self.geom.format)
+            )));
+        };
+        if channels != self.client_channels() || rate != self.geom.rate {
+            return Err(Error::config(format!(
+                "{channels} channels at {rate} Hz requested; the mixer takes {} channels at {} Hz",
+                self.client_channels(),
+                self.geom.rate
             )));
         }
-        if buffer == 0 || buffer > self.geom.buffer_size {
+        let max = self.geom.buffer_size * MAX_BUFFER_SLAVES;
+        if buffer == 0 || buffer > max {
             return Err(Error::config(format!(
-                "buffer of {buffer} frames; the mixer allows 1..={}",
-                self.geom.buffer_size
+                "buffer of {buffer} frames; the mixer allows 1..={max}"
             )));
         }
-        let sb = self.geom.sample_bits as usize / 8;
-        let bytes = buffer as usize * channels as usize * sb;
-        self.ring = vec![0u64; bytes.div_ceil(8)];
+        let sb = cf.bytes(self.format);
+        self.ring = vec![0u8; buffer as usize * channels as usize * sb];
         self.p.channels = channels as usize;
+        self.p.format = Some(cf);
         self.p.sample_bytes = sb;
         self.p.buffer_size = buffer;
         self.p.period_size = period;
@@ -218,10 +271,15 @@ impl Stream {
 
     /// Refresh the slave position: HWSYNC makes the kernel read the driver's pointer now.
     fn sync_slave(&mut self) -> Result<()> {
-        self.hw.hwsync()?;
+        if self.slowptr {
+            self.hw.hwsync()?;
+        }
         let raw = self.status.hw_ptr();
         let b = self.geom.boundary;
         let delta = (raw + b - self.slave_raw) % b;
+        if delta != 0 {
+            self.granule = gcd(self.granule, delta);
+        }
         self.slave += delta;
         self.slave_raw = raw;
         Ok(())
@@ -229,7 +287,14 @@ impl Stream {
 
     pub fn start(&mut self) -> Result<()> {
         self.sync_slave()?;
-        self.base = self.slave + self.geom.period_size;
+        let ps = self.geom.period_size;
+        // Without HWSYNC the status page may lag the hardware by up to a period: keep a second
+        // period of headroom then.
+        let ahead = self.slave + if self.slowptr { ps } else { 2 * ps };
+        self.base = match self.alignment {
+            Alignment::No => ahead,
+            Alignment::Roundup | Alignment::Rounddown => ahead.div_ceil(ps) * ps,
+        };
         self.running = true;
         self.mix_pending();
         // If we were preempted long enough for the hardware to pass our first frame, say so.
@@ -290,22 +355,20 @@ impl Stream {
                 sum: self.shared.sum_ring(),
                 channels: &self.layout,
                 buffer_size: self.geom.buffer_size,
+                format: self.format,
             };
-            let (i0, i1) = (idx as usize * nch, (idx + n) as usize * nch);
-            // SAFETY: the DMA mapping and layout were checked at attach; the ring holds
-            // `buffer_size * channels` samples of the slave format, suitably aligned (u64 storage).
-            let l = unsafe {
-                match self.geom.format {
-                    hw::SNDRV_PCM_FORMAT_S16_LE => {
-                        let s = std::slice::from_raw_parts(self.ring.as_ptr() as *const i16, i1);
-                        target.mix_s16(p, &s[i0..i1], false)
-                    }
-                    _ => {
-                        let s = std::slice::from_raw_parts(self.ring.as_ptr() as *const i32, i1);
-                        target.mix_s32(p, &s[i0..i1], false)
-                    }
-                }
+            let fb = nch * self.p.sample_bytes;
+            let src = Source {
+                data: &self.ring[idx as usize * fb..(idx + n) as usize * fb],
+                frames: n as usize,
+                frame_bytes: fb,
+                sample_bytes: self.p.sample_bytes,
+                bindings: &self.bindings,
+                format: self.p.format.unwrap_or(ClientFormat::Native),
             };
+            // SAFETY: the DMA mapping and channel layout were checked against the geometry at
+            // attach; the sum ring's size is checked by SharedState::attach.
+            let l = unsafe { target.mix(p, &src, 1) };
             late += l as u64;
             self.mixed += n;
         }
@@ -339,7 +402,7 @@ impl Stream {
                 "transfer before hw_params",
             ));
         }
-        let ring = self.ring.as_mut_ptr() as *mut u8;
+        let ring = self.ring.as_mut_ptr();
         let frame_bytes = nch * sb;
         let mut done = 0u64;
         while done < size {
@@ -433,11 +496,12 @@ impl Stream {
         };
         let target = self.base + target_played;
         let mut wait = target.saturating_sub(self.slave);
-        // Pending frames must be mixed before the hardware reaches them: wake as soon as the
-        // next one's slot opens.
+        // Pending frames must be mixed before the hardware reaches them: wake one slave period
+        // before the first of them is due (by then a buffer less a period of slots is open,
+        // so one wakeup mixes a batch).
         if self.mixed < self.written {
-            let opens = (self.base + self.mixed + 1).saturating_sub(self.geom.buffer_size);
-            wait = wait.min(opens.saturating_sub(self.slave));
+            let due = (self.base + self.mixed).saturating_sub(self.geom.period_size);
+            wait = wait.min(due.saturating_sub(self.slave));
         }
         Some(wait)
     }
@@ -446,11 +510,17 @@ impl Stream {
     /// interval of one client period.
     pub fn arm_timer_for(&self, draining: bool, ready_now: bool) {
         let rate = self.p.rate.max(1) as u64;
+        // Until the granule is known, assume a quarter period.
+        let granule = if self.granule == 0 {
+            self.geom.period_size / 4
+        } else {
+            self.granule
+        };
         let ns = if ready_now {
             1
         } else {
             match self.frames_until_ready(draining) {
-                Some(f) => f * 1_000_000_000 / rate + 500_000,
+                Some(f) => (f + granule) * 1_000_000_000 / rate + 200_000,
                 None => 0,
             }
         };
@@ -482,9 +552,41 @@ impl Stream {
         )
     }
 
-    /// Whether alsa-lib's `avail` satisfies the application's wakeup threshold.
+    /// Whether alsa-lib's `avail` satisfies the application's wakeup threshold; counts the
+    /// wakeup (and an early one) in the client's slot.
     pub fn ready(&self, avail: u64) -> bool {
-        avail >= self.p.avail_min
+        let ok = avail >= self.p.avail_min;
+        if let Some(s) = self.shared.slot(self.slot) {
+            s.wakeups.fetch_add(1, Ordering::Relaxed);
+            if !ok {
+                s.early_wakeups.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        ok
+    }
+
+    /// One line of this client's counters (printed at close with `RDMIX_STATS=1`).
+    pub fn stats_line(&self) -> String {
+        self.shared.slot(self.slot).map_or(String::new(), |s| {
+            format!(
+                "frames_mixed={} late_samples={} xruns={} wakeups={} early_wakeups={}",
+                s.frames_mixed.load(Ordering::Relaxed),
+                s.late.load(Ordering::Relaxed),
+                s.xruns.load(Ordering::Relaxed),
+                s.wakeups.load(Ordering::Relaxed),
+                s.early_wakeups.load(Ordering::Relaxed)
+            )
+        })
+    }
+
+    /// (wakeups, early wakeups) so far, for tests and introspection.
+    pub fn wakeup_counts(&self) -> (u64, u64) {
+        self.shared.slot(self.slot).map_or((0, 0), |s| {
+            (
+                s.wakeups.load(Ordering::Relaxed),
+                s.early_wakeups.load(Ordering::Relaxed),
+            )
+        })
     }
 
     /// Frames written but not yet played.
@@ -505,4 +607,11 @@ impl Drop for Stream {
     fn drop(&mut self) {
         self.shared.release_slot(self.slot, self.pid);
     }
+}
+
+fn gcd(mut a: u64, mut b: u64) -> u64 {
+    while b != 0 {
+        (a, b) = (b, a % b);
+    }
+    a
 }
