@@ -1,0 +1,90 @@
+#!/bin/sh
+# Guest side of tests/mixing.rs (busybox sh in the test VM). Runs the scenarios of $OUT/plan:
+#
+#   mix NAME PCM CAPTURE_FORMAT CAPTURE_FRAMES STAGGER_MS CLIENT...
+#       capture from hw:Loopback,1,0 while the clients play; CLIENT = FILE:FORMAT:PERIOD:BUFFER
+#       (PERIOD/BUFFER 0 = aplay's default), started STAGGER_MS apart (0 = all at once).
+#   pairs NAME PCM CAPTURE_FORMAT CAPTURE_FRAMES COUNT INTERVAL_MS PREFIX KEEPER
+#       COUNT pairs of clients PREFIX<k>a / PREFIX<k>b (S16_LE), each pair started at the same
+#       instant, INTERVAL_MS apart, in one capture. KEEPER=1 keeps the mixer running between
+#       pairs with a client playing silence.
+#
+# Each scenario leaves cap_NAME.raw, status_NAME (one exit status per client) and logs in $OUT.
+set -u
+cd "$OUT" || exit 90
+mkdir -p /tmp/rdmix /tmp/sig
+cp "$SO" "$SERVER" /tmp/rdmix/ || exit 91
+cp sig/* /tmp/sig/ || exit 92
+export ALSA_CONFIG_PATH=/usr/share/alsa/alsa.conf:$OUT/asound.conf
+export RDMIX_STATS=1
+
+aplay_args() { # FILE:FORMAT:PERIOD:BUFFER -> aplay arguments
+    IFS=: read -r f fmt per buf <<ARGS
+$1
+ARGS
+    a="-q -t raw -f $fmt -r 48000 -c 2"
+    [ "$per" != 0 ] && a="$a --period-size=$per"
+    [ "$buf" != 0 ] && a="$a --buffer-size=$buf"
+    echo "$a /tmp/sig/$f"
+}
+
+settle() { # wait until no rdmix-server is left (the previous mixer has closed)
+    n=0
+    while pidof rdmix-server >/dev/null && [ $n -lt 50 ]; do usleep 100000; n=$((n+1)); done
+}
+
+while read -r kind name pcm cfmt frames rest; do
+    case "$kind" in
+    mix)
+        settle
+        set -- $rest
+        stagger=$1; shift
+        arecord -q -D hw:Loopback,1,0 -f "$cfmt" -r 48000 -c 2 -t raw -s "$frames" "cap_$name.raw" 2>"arecord_$name.log" &
+        rec=$!
+        usleep 300000
+        pids=""
+        i=0
+        for c in "$@"; do
+            aplay -D "$pcm" $(aplay_args "$c") >"log_${name}_$i" 2>&1 &
+            pids="$pids $!"
+            [ "$stagger" != 0 ] && usleep $((stagger * 1000))
+            i=$((i + 1))
+        done
+        : > "status_$name"
+        for p in $pids; do wait "$p"; echo $? >> "status_$name"; done
+        wait $rec
+        echo "scenario $name: client statuses $(tr '\n' ' ' < status_$name)"
+        ;;
+    pairs)
+        settle
+        set -- $rest
+        count=$1 interval=$2 prefix=$3 keeper=$4
+        arecord -q -D hw:Loopback,1,0 -f "$cfmt" -r 48000 -c 2 -t raw -s "$frames" "cap_$name.raw" 2>"arecord_$name.log" &
+        rec=$!
+        usleep 300000
+        kp=""
+        if [ "$keeper" = 1 ]; then
+            aplay -q -D "$pcm" -t raw -f S16_LE -r 48000 -c 2 /dev/zero >"log_${name}_keeper" 2>&1 &
+            kp=$!
+            usleep 500000
+        fi
+        : > "status_$name"
+        k=0
+        while [ $k -lt "$count" ]; do
+            aplay -D "$pcm" -q -t raw -f S16_LE -r 48000 -c 2 /tmp/sig/${prefix}${k}a >"log_${name}_${k}a" 2>&1 &
+            a=$!
+            aplay -D "$pcm" -q -t raw -f S16_LE -r 48000 -c 2 /tmp/sig/${prefix}${k}b >"log_${name}_${k}b" 2>&1 &
+            b=$!
+            usleep $((interval * 1000))
+            wait $a; echo $? >> "status_$name"
+            wait $b; echo $? >> "status_$name"
+            k=$((k + 1))
+        done
+        [ -n "$kp" ] && kill "$kp" 2>/dev/null && wait "$kp" 2>/dev/null
+        wait $rec
+        echo "scenario $name: $(grep -vc '^0$' status_$name) failed clients of $((count * 2))"
+        ;;
+    esac
+done < plan
+settle
+exit 0
