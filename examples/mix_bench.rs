@@ -35,7 +35,11 @@ fn src_chunk(w: usize) -> Vec<u8> {
         .collect()
 }
 
-fn run(name: &str, writers: usize, f: impl Fn(&Shared, usize, &[u8], u64) + Sync + Send + 'static + Copy) {
+fn run(
+    name: &str,
+    writers: usize,
+    f: impl Fn(&Shared, usize, &[u8], u64) + Sync + Send + 'static + Copy,
+) {
     let shared = Arc::new(Shared {
         dma: (0..BUF * CH).map(|_| AtomicI16::new(0)).collect(),
         sum64: (0..BUF * CH).map(|_| AtomicU64::new(0)).collect(),
@@ -69,7 +73,10 @@ fn run(name: &str, writers: usize, f: impl Fn(&Shared, usize, &[u8], u64) + Sync
 }
 
 fn rdmix(s: &Shared, _w: usize, data: &[u8], pos: u64) {
-    let lay = [ChannelLayout { first: 0, step: 4 }, ChannelLayout { first: 2, step: 4 }];
+    let lay = [
+        ChannelLayout { first: 0, step: 4 },
+        ChannelLayout { first: 2, step: 4 },
+    ];
     let t = Target {
         dma: s.dma.as_ptr() as *mut u8,
         dma_len: BUF * CH * 2,
@@ -79,7 +86,14 @@ fn rdmix(s: &Shared, _w: usize, data: &[u8], pos: u64) {
         format: SlaveFormat::S16Le,
     };
     let binds = [Some(0u16), Some(1)];
-    let src = Source { data, frames: CHUNK, frame_bytes: 4, sample_bytes: 2, bindings: &binds, format: ClientFormat::Native };
+    let src = Source {
+        data,
+        frames: CHUNK,
+        frame_bytes: 4,
+        sample_bytes: 2,
+        bindings: &binds,
+        format: ClientFormat::Native,
+    };
     // SAFETY: `dma` is a live array of BUF*CH atomics, laid out as `lay` says.
     unsafe { t.mix(pos, &src, 1) };
 }
@@ -90,7 +104,10 @@ fn dmix_lockfree(s: &Shared, _w: usize, data: &[u8], pos: u64) {
         let slot = ((pos as usize + i / CH) % BUF) * CH + i % CH;
         let (dst, sum) = (&s.dma[slot], &s.sum32[slot]);
         let mut sample = v;
-        if dst.compare_exchange(0, 1, Ordering::AcqRel, Ordering::Relaxed).is_ok() {
+        if dst
+            .compare_exchange(0, 1, Ordering::AcqRel, Ordering::Relaxed)
+            .is_ok()
+        {
             sample -= sum.load(Ordering::Acquire);
         }
         sum.fetch_add(sample, Ordering::AcqRel);

@@ -12,10 +12,11 @@
 //!    older than `L`, replace it with `(L, sample)` (the slot was last used one or more passes ago
 //!    and the kernel has silenced it since); if its lap is newer, the writer is late: it writes
 //!    nothing and reports the sample as late.
-//! 2. Publish: store `saturate(sum)` into the DMA sample, then re-read the accumulator; if it
-//!    changed meanwhile (another writer added), store again. The last writer to change a sum
+//! 2. Publish: store `saturate(sum)` into the DMA sample, then re-read the accumulator
+//!    (sequentially consistent); if it changed meanwhile (another writer added, or a newer lap
+//!    took the slot), store what it holds now. The last writer to change an accumulator
 //!    re-reads after its own store, so once all writers are done the DMA holds the saturated
-//!    exact sum.
+//!    exact sum of the newest lap.
 //!
 //! Step 1 is a single atomic instruction per sample: a writer killed at any point leaves either
 //! its whole sample or none of it in the sum, never a half state, and holds no lock. (dmix's
@@ -101,12 +102,8 @@ pub fn accumulate(acc: &AtomicU64, lap: u32, sample: i64) -> Option<i64> {
         } else {
             sample
         };
-        match acc.compare_exchange_weak(
-            cur,
-            pack(lap, new_sum),
-            Ordering::AcqRel,
-            Ordering::Acquire,
-        ) {
+        match acc.compare_exchange_weak(cur, pack(lap, new_sum), Ordering::SeqCst, Ordering::SeqCst)
+        {
             Ok(_) => return Some(new_sum),
             Err(v) => cur = v,
         }
@@ -292,7 +289,7 @@ macro_rules! word_store {
                 // SAFETY: the caller guarantees a live, aligned sample; shared memory is only
                 // touched atomically.
                 unsafe { <$atomic>::from_ptr(dst as *mut _) }
-                    .store(<$int>::$conv(v), Ordering::Release);
+                    .store(<$int>::$conv(v), Ordering::SeqCst);
             }
         }
     };
@@ -310,7 +307,7 @@ impl Store for S24Le {
     unsafe fn store(dst: *mut u8, v: i64) {
         let v = (v.clamp(Self::RANGE.0, Self::RANGE.1) as u32) & 0xff_ffff;
         // SAFETY: as in word_store; a 4-byte aligned S24_LE container.
-        unsafe { AtomicU32::from_ptr(dst as *mut u32) }.store(v.to_le(), Ordering::Release);
+        unsafe { AtomicU32::from_ptr(dst as *mut u32) }.store(v.to_le(), Ordering::SeqCst);
     }
 }
 
@@ -324,7 +321,7 @@ impl Store for S24_3Le {
         // sum after the last byte, so a torn value left by a concurrent writer is rewritten.
         unsafe {
             for (i, byte) in b.iter().take(3).enumerate() {
-                AtomicU8::from_ptr(dst.add(i)).store(*byte, Ordering::Release);
+                AtomicU8::from_ptr(dst.add(i)).store(*byte, Ordering::SeqCst);
             }
         }
     }
@@ -337,7 +334,7 @@ impl Store for U8 {
     unsafe fn store(dst: *mut u8, v: i64) {
         let v = (v.clamp(Self::RANGE.0, Self::RANGE.1) + 0x80) as u8;
         // SAFETY: one live byte.
-        unsafe { AtomicU8::from_ptr(dst) }.store(v, Ordering::Release);
+        unsafe { AtomicU8::from_ptr(dst) }.store(v, Ordering::SeqCst);
     }
 }
 
@@ -403,16 +400,26 @@ float_load!(S24Le, SlaveFormat::S24Le);
 float_load!(S24_3Le, SlaveFormat::S24_3Le);
 float_load!(U8, SlaveFormat::U8);
 
-/// Publish the saturated sum of `acc` into `dst`, retrying while other writers change the sum.
+/// Publish the saturated sum of `acc` into `dst`, retrying while other writers change it.
+///
+/// Two rules make the last store win (both found by `tests/accumulate.rs`):
+/// - the store and the re-read are `SeqCst`: with `Release`/`Acquire` the re-read may be
+///   satisfied before the store leaves the CPU's store buffer, so a writer that saw "no change"
+///   could have its stale store land after another writer's newer one;
+/// - a re-read that finds a newer lap publishes that lap's sum: the newest lap owns the slot,
+///   and a writer delayed between its CAS and its store must not leave the previous lap's value
+///   over the next lap's.
 #[inline]
-unsafe fn publish<S: Store>(dst: *mut u8, acc: &AtomicU64, lap: u32, mut sum: i64) {
+unsafe fn publish<S: Store>(dst: *mut u8, acc: &AtomicU64, lap: u32, sum: i64) {
+    let mut cur = (lap, sum);
     loop {
         // SAFETY: forwarded from the caller.
-        unsafe { S::store(dst, sum) };
-        match current_sum(acc, lap) {
-            Some(s) if s != sum => sum = s,
-            _ => return,
+        unsafe { S::store(dst, cur.1) };
+        let now = unpack(acc.load(Ordering::SeqCst));
+        if now == cur || lap_newer(cur.0, now.0) {
+            return;
         }
+        cur = now;
     }
 }
 

@@ -5,6 +5,8 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+pub mod mixcheck;
+
 /// XOR mask of the right channel, so that silence (0, 0) never decodes to a valid frame.
 const MASK: u16 = 0x5A5A;
 
