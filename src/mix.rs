@@ -423,6 +423,28 @@ unsafe fn publish<S: Store>(dst: *mut u8, acc: &AtomicU64, lap: u32, sum: i64) {
     }
 }
 
+/// Expire one accumulator of lap `lap` whose frame the hardware has passed: advance it to
+/// `lap + 1` with sum 0 and publish that (silence), which is what the kernel's silence fill
+/// means for the slot. Used when a write may have landed after the kernel silenced the slot:
+/// left alone, it would play one buffer late. A newer lap already there is left alone.
+#[inline]
+unsafe fn expire<S: Store>(dst: *mut u8, acc: &AtomicU64, lap: u32) {
+    let next = (lap + 1) & LAP_MASK as u32;
+    let mut cur = acc.load(Ordering::SeqCst);
+    loop {
+        let (l, _) = unpack(cur);
+        if l != lap {
+            return;
+        }
+        match acc.compare_exchange_weak(cur, pack(next, 0), Ordering::SeqCst, Ordering::SeqCst) {
+            Ok(_) => break,
+            Err(v) => cur = v,
+        }
+    }
+    // SAFETY: forwarded from the caller.
+    unsafe { publish::<S>(dst, acc, next, 0) };
+}
+
 /// A client's frames to mix: `frames` frames of `channels` samples each, `frame_bytes` apart,
 /// channel `c` at byte `c * sample_bytes`; `bindings[c]` is the slave channel client channel
 /// `c` plays on (`None`: not played).
@@ -467,6 +489,51 @@ impl Target<'_> {
             SlaveFormat::S24Le => go!(S24Le),
             SlaveFormat::S24_3Le => go!(S24_3Le),
             SlaveFormat::U8 => go!(U8),
+        }
+    }
+
+    /// Expire the slots of frames `pos..pos + frames` on the slave channels in `bindings` (see
+    /// [`expire`]): after a write the hardware overtook, so none of it can play a buffer late.
+    ///
+    /// # Safety
+    /// As for [`Target::mix`].
+    pub unsafe fn expire(&self, pos: u64, frames: usize, bindings: &[Option<u16>]) {
+        macro_rules! go {
+            ($s:ty) => {
+                // SAFETY: forwarded.
+                unsafe { self.expire_with::<$s>(pos, frames, bindings) }
+            };
+        }
+        match self.format {
+            SlaveFormat::S16Le => go!(S16Le),
+            SlaveFormat::S16Be => go!(S16Be),
+            SlaveFormat::S32Le => go!(S32Le),
+            SlaveFormat::S32Be => go!(S32Be),
+            SlaveFormat::S24Le => go!(S24Le),
+            SlaveFormat::S24_3Le => go!(S24_3Le),
+            SlaveFormat::U8 => go!(U8),
+        }
+    }
+
+    unsafe fn expire_with<S: Store>(&self, pos: u64, frames: usize, bindings: &[Option<u16>]) {
+        let nch = self.channels.len();
+        if self.sum.len() < self.buffer_size as usize * nch {
+            return;
+        }
+        for f in 0..frames {
+            let p = pos + f as u64;
+            let slot = (p % self.buffer_size) as usize;
+            let lap = lap_of(p, self.buffer_size);
+            for sc in bindings.iter().flatten() {
+                let sc = *sc as usize;
+                if sc >= nch {
+                    continue;
+                }
+                let lay = self.channels[sc];
+                let off = lay.first + slot * lay.step;
+                // SAFETY: as in mix_with.
+                unsafe { expire::<S>(self.dma.add(off), &self.sum[slot * nch + sc], lap) };
+            }
         }
     }
 
@@ -672,6 +739,55 @@ mod tests {
         // SAFETY: live buffer.
         unsafe { t.mix(0, &src, -1) };
         assert_eq!(&dma[..2], &[0, 0]);
+    }
+
+    #[test]
+    fn expire_silences_a_late_write_and_spares_a_newer_lap() {
+        let bs = 4u64;
+        let mut dma = vec![0i16; 4];
+        let sum: Vec<AtomicU64> = (0..4).map(|_| AtomicU64::new(0)).collect();
+        let lay = [ChannelLayout { first: 0, step: 2 }];
+        let t = Target {
+            dma: dma.as_mut_ptr() as *mut u8,
+            dma_len: 8,
+            sum: &sum,
+            channels: &lay,
+            buffer_size: bs,
+            format: SlaveFormat::S16Le,
+        };
+        let data: Vec<u8> = [100i16, 200].iter().flat_map(|v| v.to_le_bytes()).collect();
+        let binds = [Some(0u16)];
+        let src = Source {
+            data: &data,
+            frames: 2,
+            frame_bytes: 2,
+            sample_bytes: 2,
+            bindings: &binds,
+            format: ClientFormat::Native,
+        };
+        // SAFETY: live buffer.
+        unsafe { t.mix(4, &src, 1) }; // lap 1, slots 0 and 1
+                                      // A lap-2 writer takes slot 1 before the expiry.
+        let one: Vec<u8> = 7i16.to_le_bytes().to_vec();
+        let src1 = Source {
+            data: &one,
+            frames: 1,
+            frame_bytes: 2,
+            sample_bytes: 2,
+            bindings: &binds,
+            format: ClientFormat::Native,
+        };
+        // SAFETY: live buffer.
+        unsafe { t.mix(9, &src1, 1) };
+        // SAFETY: live buffer.
+        unsafe { t.expire(4, 2, &binds) };
+        assert_eq!(&dma[..2], &[0, 7]);
+        // The expired slot now belongs to lap 2: a late lap-1 writer is refused, a lap-2 one adds.
+        // SAFETY: live buffer.
+        assert_eq!(unsafe { t.mix(4, &src1, 1) }, 1);
+        // SAFETY: live buffer.
+        unsafe { t.mix(8, &src1, 1) };
+        assert_eq!(dma[0], 7);
     }
 
     #[test]

@@ -384,8 +384,9 @@ fn check(r: c_int, what: &str) -> Result<()> {
 }
 
 /// Constrain the client to what the mixer runs: the slave's format or FLOAT_LE, the slave's
-/// rate, one channel per binding, any access. The buffer may be up to [`MAX_BUFFER_SLAVES`]
-/// slave buffers long (frames that do not fit the slave ring yet wait in the client's ring).
+/// rate, one channel per binding, any access, and a buffer no longer than the slave's. ioplug
+/// constrains bytes, not frames: the byte limits use the narrower of the two sample widths, so
+/// a client in the wider one gets a proportionally shorter maximum buffer.
 ///
 /// # Safety
 /// `io` must be a plugin created by `snd_pcm_ioplug_create`.
@@ -403,7 +404,7 @@ unsafe fn set_constraints(io: *mut snd_pcm_ioplug_t, s: &Stream) -> Result<()> {
     ];
     let ch = s.client_channels();
     let native = s.slave_format().bytes() as c_uint;
-    let (min_fb, max_fb) = (native.min(4) * ch, native.max(4) * ch);
+    let min_fb = native.min(4) * ch;
     let buf = g.buffer_size as c_uint;
     // SAFETY: io is live; lists are valid for their lengths.
     unsafe {
@@ -428,7 +429,7 @@ unsafe fn set_constraints(io: *mut snd_pcm_ioplug_t, s: &Stream) -> Result<()> {
                 io,
                 SND_PCM_IOPLUG_HW_PERIOD_BYTES,
                 16 * min_fb,
-                buf * crate::stream::MAX_BUFFER_SLAVES as c_uint / 2 * max_fb,
+                buf / 2 * min_fb,
             ),
             "period constraint",
         )?;
@@ -437,7 +438,7 @@ unsafe fn set_constraints(io: *mut snd_pcm_ioplug_t, s: &Stream) -> Result<()> {
                 io,
                 SND_PCM_IOPLUG_HW_BUFFER_BYTES,
                 32 * min_fb,
-                buf * crate::stream::MAX_BUFFER_SLAVES as c_uint * min_fb,
+                buf * min_fb,
             ),
             "buffer constraint",
         )?;

@@ -34,8 +34,9 @@ use crate::hw::{self, DmaBuffer, HwPcm, StatusPage};
 use crate::mix::{ChannelLayout, ClientFormat, SlaveFormat, Source, Target};
 use crate::shm::{Geometry, SharedState};
 
-/// A client buffer may be this many slave buffers long.
-pub const MAX_BUFFER_SLAVES: u64 = 4;
+/// Frames the first write of a stream must stay ahead of the extrapolated hardware position;
+/// closer than that, the start moves one period later (writing the frames takes microseconds).
+const START_MARGIN: u64 = 64;
 
 /// The client's negotiated parameters (from alsa-lib's hw_params and sw_params).
 #[derive(Clone, Copy, Debug, Default)]
@@ -236,7 +237,9 @@ impl Stream {
                 self.geom.rate
             )));
         }
-        let max = self.geom.buffer_size * MAX_BUFFER_SLAVES;
+        // No longer than the slave ring, as with dmix: every frame written can then be mixed at
+        // once (after the first period), so no wakeup is ever spent on mixing alone.
+        let max = self.geom.buffer_size;
         if buffer == 0 || buffer > max {
             return Err(Error::config(format!(
                 "buffer of {buffer} frames; the mixer allows 1..={max}"
@@ -285,25 +288,49 @@ impl Stream {
         Ok(())
     }
 
-    pub fn start(&mut self) -> Result<()> {
-        self.sync_slave()?;
+    /// The slave position now, extrapolated without a syscall from the last position the
+    /// kernel published and the time it published it (`clock_gettime` is in the vDSO), plus
+    /// one observed pointer step (a driver may report positions one step behind its clock).
+    fn estimate_slave_now(&self) -> u64 {
+        let (raw, ts) = self.status.hw_ptr_tstamp();
+        let b = self.geom.boundary;
+        let pos = self.slave + (raw + b - self.slave_raw) % b;
+        let mut now = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        // SAFETY: a valid out-pointer; CLOCK_MONOTONIC is the clock the server asked the kernel
+        // to stamp positions with (TTSTAMP / sw_params tstamp_type).
+        unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut now) };
+        let elapsed_ns = (now.tv_sec - ts.tv_sec) as i128 * 1_000_000_000
+            + (now.tv_nsec as i128 - ts.tv_nsec as i128);
+        let elapsed = if ts.tv_sec == 0 && ts.tv_nsec == 0 {
+            0
+        } else {
+            elapsed_ns.clamp(0, 10_000_000_000) as u64
+        };
+        pos + elapsed * self.geom.rate as u64 / 1_000_000_000 + self.granule
+    }
+
+    /// Where frame 0 goes if the stream starts when the hardware is at `hw`: one slave period
+    /// ahead (two without HWSYNC, when the status page may lag by a period), aligned as
+    /// configured.
+    fn start_position(&self, hw: u64) -> u64 {
         let ps = self.geom.period_size;
-        // Without HWSYNC the status page may lag the hardware by up to a period: keep a second
-        // period of headroom then.
-        let ahead = self.slave + if self.slowptr { ps } else { 2 * ps };
-        self.base = match self.alignment {
+        let ahead = hw + if self.slowptr { ps } else { 2 * ps };
+        match self.alignment {
             Alignment::No => ahead,
             Alignment::Roundup | Alignment::Rounddown => ahead.div_ceil(ps) * ps,
-        };
-        self.running = true;
-        self.mix_pending();
-        // If we were preempted long enough for the hardware to pass our first frame, say so.
-        self.sync_slave()?;
-        if self.slave > self.base && self.mixed > 0 {
-            if let Some(s) = self.shared.slot(self.slot) {
-                s.late.fetch_add(1, Ordering::Relaxed);
-            }
         }
+    }
+
+    pub fn start(&mut self) -> Result<()> {
+        self.sync_slave()?;
+        self.base = self.start_position(self.estimate_slave_now());
+        self.running = true;
+        // Frames the application wrote before start go out now; mix_pending looks again after
+        // writing and expires anything a preemption let the hardware overtake.
+        self.mix_pending();
         self.arm_timer();
         Ok(())
     }
@@ -334,6 +361,16 @@ impl Stream {
         let bc = self.p.buffer_size;
         let nch = self.p.channels;
         let mut late = 0u64;
+        if self.mixed == 0 && self.written > 0 {
+            // Nothing of this stream is in the ring yet, so its start may still move: if a
+            // stall (preemption between reading the position and now) ate the headroom, start
+            // later rather than write frames the hardware is already playing.
+            let est = self.estimate_slave_now();
+            if self.base < est + START_MARGIN {
+                self.base = self.start_position(est);
+            }
+        }
+        let first = self.base + self.mixed;
         while self.mixed < self.written {
             let p = self.base + self.mixed;
             if p < now {
@@ -371,6 +408,27 @@ impl Stream {
             let l = unsafe { target.mix(p, &src, 1) };
             late += l as u64;
             self.mixed += n;
+        }
+        // A write that started within two periods of the hardware (a start lands one period
+        // ahead) may have been overtaken if the process was preempted mid-write: look again,
+        // and expire whatever the hardware passed so that it cannot play one buffer late.
+        // Writes further ahead need no second look.
+        let last = self.base + self.mixed;
+        if first < last && first < now + 2 * self.geom.period_size && self.sync_slave().is_ok() {
+            let passed = self.slave.min(last);
+            if passed > first {
+                let target = Target {
+                    dma: self.dma.as_ptr(),
+                    dma_len: self.dma.len(),
+                    sum: self.shared.sum_ring(),
+                    channels: &self.layout,
+                    buffer_size: self.geom.buffer_size,
+                    format: self.format,
+                };
+                // SAFETY: as for mix above.
+                unsafe { target.expire(first, (passed - first) as usize, &self.bindings) };
+                late += (passed - first) * self.bindings.iter().flatten().count() as u64;
+            }
         }
         if let Some(s) = self.shared.slot(self.slot) {
             s.mixed_to.store(self.base + self.mixed, Ordering::Relaxed);
@@ -496,11 +554,11 @@ impl Stream {
         };
         let target = self.base + target_played;
         let mut wait = target.saturating_sub(self.slave);
-        // Pending frames must be mixed before the hardware reaches them: wake one slave period
-        // before the first of them is due (by then a buffer less a period of slots is open,
-        // so one wakeup mixes a batch).
+        // Pending frames (only ever the tail of what was written before start) must be mixed
+        // before the hardware reaches them: wake by the time half a slave buffer is left before
+        // the first of them is due, unless the application's own wakeup comes first.
         if self.mixed < self.written {
-            let due = (self.base + self.mixed).saturating_sub(self.geom.period_size);
+            let due = (self.base + self.mixed).saturating_sub(self.geom.buffer_size / 2);
             wait = wait.min(due.saturating_sub(self.slave));
         }
         Some(wait)

@@ -284,7 +284,7 @@ fn build_plan(dir: &Path, quick: bool) -> Plan {
         // Mixed period sizes in one mix.
         let fmt = SlaveFormat::S16Le;
         let amp = fmt.range().1 / 4;
-        let clients = [(64, 256), (256, 1024), (1000, 4000)]
+        let clients = [(64, 4096), (256, 4096), (1000, 4000)]
             .iter()
             .map(|&(per, buf)| p.native_client(fmt, frames, amp, per, buf))
             .collect();

@@ -10,6 +10,11 @@
 #       pairs with a client playing silence.
 #
 # Each scenario leaves cap_NAME.raw, status_NAME (one exit status per client) and logs in $OUT.
+#
+# Clients run with SCHED_FIFO priority 1 and the capture with priority 2, as audio programs
+# do (rtkit, JACK, PipeWire clients): sixteen aplay processes starting at once on two emulated
+# CPUs otherwise starve each other for longer than any start headroom or buffer, and the test
+# would measure the scheduler, not the mixer. dmix runs under the same conditions.
 set -u
 cd "$OUT" || exit 90
 mkdir -p /tmp/rdmix /tmp/sig
@@ -39,13 +44,13 @@ while read -r kind name pcm cfmt frames rest; do
         settle
         set -- $rest
         stagger=$1; shift
-        arecord -q -D hw:Loopback,1,0 -f "$cfmt" -r 48000 -c 2 -t raw -s "$frames" "cap_$name.raw" 2>"arecord_$name.log" &
+        chrt -f 2 arecord -q -D hw:Loopback,1,0 -f "$cfmt" -r 48000 -c 2 -t raw -s "$frames" "cap_$name.raw" 2>"arecord_$name.log" &
         rec=$!
         usleep 300000
         pids=""
         i=0
         for c in "$@"; do
-            aplay -D "$pcm" $(aplay_args "$c") >"log_${name}_$i" 2>&1 &
+            chrt -f 1 aplay -D "$pcm" $(aplay_args "$c") >"log_${name}_$i" 2>&1 &
             pids="$pids $!"
             [ "$stagger" != 0 ] && usleep $((stagger * 1000))
             i=$((i + 1))
@@ -59,21 +64,21 @@ while read -r kind name pcm cfmt frames rest; do
         settle
         set -- $rest
         count=$1 interval=$2 prefix=$3 keeper=$4
-        arecord -q -D hw:Loopback,1,0 -f "$cfmt" -r 48000 -c 2 -t raw -s "$frames" "cap_$name.raw" 2>"arecord_$name.log" &
+        chrt -f 2 arecord -q -D hw:Loopback,1,0 -f "$cfmt" -r 48000 -c 2 -t raw -s "$frames" "cap_$name.raw" 2>"arecord_$name.log" &
         rec=$!
         usleep 300000
         kp=""
         if [ "$keeper" = 1 ]; then
-            aplay -q -D "$pcm" -t raw -f S16_LE -r 48000 -c 2 /dev/zero >"log_${name}_keeper" 2>&1 &
+            chrt -f 1 aplay -q -D "$pcm" -t raw -f S16_LE -r 48000 -c 2 /dev/zero >"log_${name}_keeper" 2>&1 &
             kp=$!
             usleep 500000
         fi
         : > "status_$name"
         k=0
         while [ $k -lt "$count" ]; do
-            aplay -D "$pcm" -q -t raw -f S16_LE -r 48000 -c 2 /tmp/sig/${prefix}${k}a >"log_${name}_${k}a" 2>&1 &
+            chrt -f 1 aplay -D "$pcm" -q -t raw -f S16_LE -r 48000 -c 2 /tmp/sig/${prefix}${k}a >"log_${name}_${k}a" 2>&1 &
             a=$!
-            aplay -D "$pcm" -q -t raw -f S16_LE -r 48000 -c 2 /tmp/sig/${prefix}${k}b >"log_${name}_${k}b" 2>&1 &
+            chrt -f 1 aplay -D "$pcm" -q -t raw -f S16_LE -r 48000 -c 2 /tmp/sig/${prefix}${k}b >"log_${name}_${k}b" 2>&1 &
             b=$!
             usleep $((interval * 1000))
             wait $a; echo $? >> "status_$name"

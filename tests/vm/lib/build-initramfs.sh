@@ -3,7 +3,7 @@
 # Usage: build-initramfs.sh KERNEL_TREE ABI OUT_CPIO
 #   KERNEL_TREE: dpkg-deb -x'ed (possibly pruned) kernel package, depmod'ed.
 # Everything comes from the host (Debian 12): static busybox, alsa-utils,
-# strace, sox, alsa-lib and its config, glibc. vm.sh hashes this file (and
+# strace, chrt, sox, alsa-lib and its config, glibc. vm.sh hashes this file (and
 # lib/init) into the cache key, so editing it triggers a rebuild.
 set -euo pipefail
 
@@ -16,7 +16,7 @@ MODULES=(snd-aloop snd-dummy snd-hrtimer 9p 9pnet_virtio virtio_pci)
 declare -A MODPARAMS=([snd-aloop]="pcm_substreams=8" [snd-dummy]="")
 
 # Required and optional executables (ldd closure is copied too).
-BINS=(aplay arecord speaker-test amixer alsactl strace)
+BINS=(aplay arecord speaker-test amixer alsactl strace chrt)
 OPT_BINS=(alsaloop sox soxi)
 # Libraries that must be there even if nothing above links them (host-built
 # Rust binaries and alsa-lib plugins need libgcc_s; glibc's small companions).
