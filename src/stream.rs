@@ -82,8 +82,12 @@ pub struct Stream {
     /// The hardware position's observed step (gcd of the deltas seen; 0 until known): the
     /// position can lag the truth by up to this much, so wakeups wait that much longer.
     granule: u64,
+    /// How many position changes went into `granule`.
+    granule_samples: u32,
     slave_raw: u64,
     slave: u64,
+    /// CLOCK_MONOTONIC just before `slave` was read from the kernel.
+    slave_clock_ns: u64,
     base: u64,
     written: u64,
     mixed: u64,
@@ -184,8 +188,10 @@ impl Stream {
             ring: Vec::new(),
             running: false,
             granule: 0,
+            granule_samples: 0,
             slave_raw: raw,
             slave: raw,
+            slave_clock_ns: monotonic_ns(),
             base: 0,
             written: 0,
             mixed: 0,
@@ -274,6 +280,7 @@ impl Stream {
 
     /// Refresh the slave position: HWSYNC makes the kernel read the driver's pointer now.
     fn sync_slave(&mut self) -> Result<()> {
+        self.slave_clock_ns = monotonic_ns();
         if self.slowptr {
             self.hw.hwsync()?;
         }
@@ -282,34 +289,36 @@ impl Stream {
         let delta = (raw + b - self.slave_raw) % b;
         if delta != 0 {
             self.granule = gcd(self.granule, delta);
+            self.granule_samples = self.granule_samples.saturating_add(1);
         }
         self.slave += delta;
         self.slave_raw = raw;
         Ok(())
     }
 
-    /// The slave position now, extrapolated without a syscall from the last position the
-    /// kernel published and the time it published it (`clock_gettime` is in the vDSO), plus
-    /// one observed pointer step (a driver may report positions one step behind its clock).
+    /// The slave position now, extrapolated without a syscall (`clock_gettime` is in the vDSO)
+    /// from the last synced position and the clock read just before that sync, plus one
+    /// observed pointer step. The kernel read the position after that clock reading, so this
+    /// can only over-estimate — a stall anywhere since moves a start later, never too early.
+    /// (The status page's own timestamp is not refreshed by HWSYNC on every kernel, so it is
+    /// not used.)
     fn estimate_slave_now(&self) -> u64 {
-        let (raw, ts) = self.status.hw_ptr_tstamp();
-        let b = self.geom.boundary;
-        let pos = self.slave + (raw + b - self.slave_raw) % b;
-        let mut now = libc::timespec {
-            tv_sec: 0,
-            tv_nsec: 0,
-        };
-        // SAFETY: a valid out-pointer; CLOCK_MONOTONIC is the clock the server asked the kernel
-        // to stamp positions with (TTSTAMP / sw_params tstamp_type).
-        unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut now) };
-        let elapsed_ns = (now.tv_sec - ts.tv_sec) as i128 * 1_000_000_000
-            + (now.tv_nsec as i128 - ts.tv_nsec as i128);
-        let elapsed = if ts.tv_sec == 0 && ts.tv_nsec == 0 {
-            0
+        let elapsed = monotonic_ns()
+            .saturating_sub(self.slave_clock_ns)
+            .min(10_000_000_000);
+        self.slave + elapsed * self.geom.rate as u64 / 1_000_000_000 + self.pointer_step()
+    }
+
+    /// How far the reported hardware position may lag the truth: the gcd of the position changes
+    /// seen, once four have been seen (one long gap between syncs is not a step size), at most a
+    /// period; a quarter period until then.
+    fn pointer_step(&self) -> u64 {
+        let ps = self.geom.period_size;
+        if self.granule_samples < 4 {
+            ps / 4
         } else {
-            elapsed_ns.clamp(0, 10_000_000_000) as u64
-        };
-        pos + elapsed * self.geom.rate as u64 / 1_000_000_000 + self.granule
+            self.granule.min(ps)
+        }
     }
 
     /// Where frame 0 goes if the stream starts when the hardware is at `hw`: one slave period
@@ -568,12 +577,7 @@ impl Stream {
     /// interval of one client period.
     pub fn arm_timer_for(&self, draining: bool, ready_now: bool) {
         let rate = self.p.rate.max(1) as u64;
-        // Until the granule is known, assume a quarter period.
-        let granule = if self.granule == 0 {
-            self.geom.period_size / 4
-        } else {
-            self.granule
-        };
+        let granule = self.pointer_step();
         let ns = if ready_now {
             1
         } else {
@@ -672,4 +676,14 @@ fn gcd(mut a: u64, mut b: u64) -> u64 {
         (a, b) = (b, a % b);
     }
     a
+}
+
+fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: a valid out-pointer; CLOCK_MONOTONIC always exists.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }

@@ -62,6 +62,11 @@ const FORMATS: [SlaveFormat; 6] = [
 
 struct Client {
     file: String,
+    /// The PCM it plays on, if not the scenario's.
+    pcm: Option<String>,
+    channels: usize,
+    /// `aplay`, or an access type for examples/play_raw (rw-i, rw-n, mmap-i, mmap-n).
+    player: &'static str,
     /// aplay's -f for the file.
     file_format: &'static str,
     period: usize,
@@ -97,6 +102,21 @@ const PAIR_INTERVAL_MS: usize = 700;
 fn asound_conf() -> String {
     let mut c =
         String::from("pcm_type.rdmix { lib \"/tmp/rdmix/libasound_module_pcm_rdmix.so\" }\n");
+    // Bindings on an S16_LE mixer: a client with swapped channels, and a mono client on the
+    // right channel only.
+    let s16 = format!(
+        "slave {{ pcm \"hw:Loopback,0,0\" format S16_LE rate {RATE} channels {CH} period_size {SLAVE_PERIOD} buffer_size {SLAVE_BUFFER} }}"
+    );
+    let _ = writeln!(c, "pcm.rdmix_swapped {{ type rdmix server \"/tmp/rdmix/rdmix-server\" bindings {{ 0 1 1 0 }} {s16} }}");
+    let _ = writeln!(c, "pcm.rdmix_mono_right {{ type rdmix server \"/tmp/rdmix/rdmix-server\" bindings {{ 0 1 }} {s16} }}");
+    let _ = writeln!(
+        c,
+        "pcm.dmix_swapped {{ type dmix ipc_key 7100 ipc_perm 0666 bindings {{ 0 1 1 0 }} {s16} }}"
+    );
+    let _ = writeln!(
+        c,
+        "pcm.dmix_mono_right {{ type dmix ipc_key 7100 ipc_perm 0666 bindings {{ 0 1 }} {s16} }}"
+    );
     for (i, f) in FORMATS.iter().enumerate() {
         let slave = format!(
             "slave {{ pcm \"hw:Loopback,0,0\" format {} rate {RATE} channels {CH} period_size {SLAVE_PERIOD} buffer_size {SLAVE_BUFFER} }}",
@@ -144,6 +164,9 @@ impl Plan {
         write_raw(&self.dir.join("sig").join(&file), fmt, &sig);
         Client {
             file,
+            pcm: None,
+            channels: CH,
+            player: "aplay",
             file_format: alsa_name(fmt),
             period,
             buffer,
@@ -167,6 +190,9 @@ impl Plan {
             .collect();
         Client {
             file,
+            pcm: None,
+            channels: CH,
+            player: "aplay",
             file_format: "FLOAT_LE",
             period: 0,
             buffer: 0,
@@ -183,7 +209,10 @@ impl Plan {
         clients: Vec<Client>,
     ) {
         let longest = clients.iter().map(|c| c.expect.len()).max().unwrap_or(0);
-        let secs = 0.3 + 4.0 + (stagger_ms * clients.len()) as f64 / 1000.0;
+        // The guest starts the players on FIFOs (0.3 s + 0.15 s per client), then releases the
+        // data; after the last release the longest signal plays, plus slack.
+        let n = clients.len() as f64;
+        let secs = 0.3 + 0.3 + 0.15 * n + 3.0 + (stagger_ms as f64 * n) / 1000.0;
         let capture_frames = longest + (secs * RATE as f64) as usize;
         self.scenarios.push(Scenario {
             name,
@@ -201,7 +230,18 @@ impl Plan {
             let clients: Vec<String> = s
                 .clients
                 .iter()
-                .map(|c| format!("{}:{}:{}:{}", c.file, c.file_format, c.period, c.buffer))
+                .map(|c| {
+                    format!(
+                        "{}:{}:{}:{}:{}:{}:{}",
+                        c.file,
+                        c.file_format,
+                        c.period,
+                        c.buffer,
+                        c.channels,
+                        c.pcm.as_deref().unwrap_or("-"),
+                        c.player
+                    )
+                })
                 .collect();
             let _ = writeln!(
                 plan,
@@ -290,6 +330,62 @@ fn build_plan(dir: &Path, quick: bool) -> Plan {
             .collect();
         p.add(format!("{mixer:?}_S16_LE_periods"), mixer, fmt, 0, clients);
     }
+    for mixer in [Mixer::Rdmix, Mixer::Dmix] {
+        // Every access type in one mix (interleaved and not, RW and MMAP), plus a client with
+        // swapped channels and a mono client bound to the right channel.
+        let fmt = SlaveFormat::S16Le;
+        let amp = fmt.range().1 / 7;
+        let mut clients: Vec<Client> = ["rw-i", "rw-n", "mmap-i", "mmap-n"]
+            .iter()
+            .map(|acc| {
+                let mut c = p.native_client(fmt, frames, amp, 0, 0);
+                c.player = acc;
+                c
+            })
+            .collect();
+        let mut swapped = p.native_client(fmt, frames, amp, 0, 0);
+        swapped.pcm = Some(format!(
+            "{}_swapped",
+            if mixer == Mixer::Rdmix {
+                "rdmix"
+            } else {
+                "dmix"
+            }
+        ));
+        // The file holds (a, b) per frame; the mix receives (b, a).
+        let file_sig: Vec<Vec<i64>> = swapped.expect.iter().map(|f| vec![f[1], f[0]]).collect();
+        write_raw(&dir.join("sig").join(&swapped.file), fmt, &file_sig);
+        clients.push(swapped);
+        let seed = p.next_seed();
+        let mono = mixcheck::client_signal(seed, frames, 1, amp);
+        let file = format!("c{seed}.mono");
+        write_raw(&dir.join("sig").join(&file), fmt, &mono);
+        clients.push(Client {
+            file,
+            pcm: Some(format!(
+                "{}_mono_right",
+                if mixer == Mixer::Rdmix {
+                    "rdmix"
+                } else {
+                    "dmix"
+                }
+            )),
+            channels: 1,
+            player: "aplay",
+            file_format: "S16_LE",
+            period: 0,
+            buffer: 0,
+            expect: mono.iter().map(|f| vec![0, f[0]]).collect(),
+        });
+        p.add(
+            format!("{mixer:?}_S16_LE_access_bindings"),
+            mixer,
+            fmt,
+            0,
+            clients,
+        );
+    }
+
     // A FLOAT_LE client with an S16 client on an S16 slave (dmix refuses float clients).
     let fmt = SlaveFormat::S16Le;
     let clients = vec![
@@ -382,6 +478,7 @@ fn many_clients_mix_exactly() {
             ("OUT", dir.display().to_string()),
             ("SO", so.display().to_string()),
             ("SERVER", server.display().to_string()),
+            ("PLAY_RAW", example("play_raw").display().to_string()),
         ],
         3000,
     );

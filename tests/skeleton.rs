@@ -255,6 +255,26 @@ fn one_stream_bit_exact_through_the_server() {
             "unknown key was not refused with a message naming key and PCM: {bad}"
         ));
     }
+    for (pcm, words) in [
+        ("bad_rate", &["slave.rate"][..]),
+        ("bad_period", &["period_size", "period_time"]),
+        ("bad_periods", &["periods", "buffer_size"]),
+        ("bad_align", &["hw_ptr_alignment"]),
+        ("bad_perm", &["ipc_key_add_uid", "ipc_perm"]),
+        ("bad_gid", &["ipc_gid", "ipc_perm"]),
+        ("bad_bindings", &["bindings", "slave channel 7"]),
+        ("bad_slave", &["null", "hw"]),
+        ("bad_slowptr", &["slowptr"]),
+    ] {
+        let log = read(&dir, &format!("play_{pcm}.log"));
+        let named = words.iter().all(|w| log.contains(w)) && log.contains(&format!("'{pcm}'"));
+        if status(&dir, &format!("status_{pcm}")) == 0 || !named {
+            failures.push(format!(
+                "{pcm}: not refused with a message naming {words:?} and the PCM: {log}"
+            ));
+        }
+    }
+
     let srv = read(&dir, "servers_at_end");
     if !srv.trim().is_empty() {
         failures.push(format!("rdmix-server left running at the end: {srv}"));

@@ -249,6 +249,26 @@ pub fn artifacts() -> (PathBuf, PathBuf) {
     (so, server)
 }
 
+/// Build an example program (in the profile the tests run in) and return its path.
+pub fn example(name: &str) -> PathBuf {
+    let server = PathBuf::from(env!("CARGO_BIN_EXE_rdmix-server"));
+    let dir = server.parent().expect("target dir").to_path_buf();
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let mut cmd = Command::new(cargo);
+    cmd.current_dir(project_root())
+        .args(["build", "--quiet", "--example", name]);
+    if dir.file_name().is_some_and(|n| n == "release") {
+        cmd.arg("--release");
+    }
+    assert!(
+        cmd.status().expect("cargo build --example").success(),
+        "building {name} failed"
+    );
+    let path = dir.join("examples").join(name);
+    assert!(path.is_file(), "{} was not built", path.display());
+    path
+}
+
 /// Run `script` in the test VM with the project shared at its own path. Returns (status,
 /// stdout). Guest output is echoed so that a failing test shows it.
 pub fn run_vm(script: &Path, env: &[(&str, String)], timeout_s: u32) -> (i32, String) {

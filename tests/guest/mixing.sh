@@ -2,8 +2,10 @@
 # Guest side of tests/mixing.rs (busybox sh in the test VM). Runs the scenarios of $OUT/plan:
 #
 #   mix NAME PCM CAPTURE_FORMAT CAPTURE_FRAMES STAGGER_MS CLIENT...
-#       capture from hw:Loopback,1,0 while the clients play; CLIENT = FILE:FORMAT:PERIOD:BUFFER
-#       (PERIOD/BUFFER 0 = aplay's default), started STAGGER_MS apart (0 = all at once).
+#       capture from hw:Loopback,1,0 while the clients play, started STAGGER_MS apart (0 = all
+#       at once); CLIENT = FILE:FORMAT:PERIOD:BUFFER:CHANNELS:CPCM:PLAYER with PERIOD/BUFFER 0 =
+#       the player's default, CPCM - = the scenario's PCM, PLAYER aplay or an access type for
+#       play_raw (rw-i, rw-n, mmap-i, mmap-n).
 #   pairs NAME PCM CAPTURE_FORMAT CAPTURE_FRAMES COUNT INTERVAL_MS PREFIX KEEPER
 #       COUNT pairs of clients PREFIX<k>a / PREFIX<k>b (S16_LE), each pair started at the same
 #       instant, INTERVAL_MS apart, in one capture. KEEPER=1 keeps the mixer running between
@@ -18,19 +20,25 @@
 set -u
 cd "$OUT" || exit 90
 mkdir -p /tmp/rdmix /tmp/sig
-cp "$SO" "$SERVER" /tmp/rdmix/ || exit 91
+cp "$SO" "$SERVER" "$PLAY_RAW" /tmp/rdmix/ || exit 91
 cp sig/* /tmp/sig/ || exit 92
 export ALSA_CONFIG_PATH=/usr/share/alsa/alsa.conf:$OUT/asound.conf
 export RDMIX_STATS=1
 
-aplay_args() { # FILE:FORMAT:PERIOD:BUFFER -> aplay arguments
-    IFS=: read -r f fmt per buf <<ARGS
-$1
+client_cmd() { # PCM CLIENT INPUT -> the command line that plays INPUT as CLIENT says
+    IFS=: read -r f fmt per buf ch cpcm player <<ARGS
+$2
 ARGS
-    a="-q -t raw -f $fmt -r 48000 -c 2"
-    [ "$per" != 0 ] && a="$a --period-size=$per"
-    [ "$buf" != 0 ] && a="$a --buffer-size=$buf"
-    echo "$a /tmp/sig/$f"
+    in=$3
+    [ "$cpcm" = - ] && cpcm=$1
+    if [ "$player" = aplay ]; then
+        a="aplay -D $cpcm -q -t raw -f $fmt -r 48000 -c $ch"
+        [ "$per" != 0 ] && a="$a --period-size=$per"
+        [ "$buf" != 0 ] && a="$a --buffer-size=$buf"
+        echo "$a $in"
+    else
+        echo "/tmp/rdmix/play_raw $cpcm $player $fmt $ch 48000 $per $buf $in"
+    fi
 }
 
 settle() { # wait until no rdmix-server is left (the previous mixer has closed)
@@ -47,11 +55,21 @@ while read -r kind name pcm cfmt frames rest; do
         chrt -f 2 arecord -q -D hw:Loopback,1,0 -f "$cfmt" -r 48000 -c 2 -t raw -s "$frames" "cap_$name.raw" 2>"arecord_$name.log" &
         rec=$!
         usleep 300000
+        # Start every player on a FIFO first: each opens and configures its PCM, then blocks
+        # reading. Releasing the data then starts the streams at the instant (or the interval)
+        # the scenario asks for, without sixteen program start-ups competing for the CPU.
         pids=""
         i=0
         for c in "$@"; do
-            chrt -f 1 aplay -D "$pcm" $(aplay_args "$c") >"log_${name}_$i" 2>&1 &
+            rm -f "/tmp/fifo_$i" && mkfifo "/tmp/fifo_$i"
+            chrt -f 1 $(client_cmd "$pcm" "$c" "/tmp/fifo_$i") >"log_${name}_$i" 2>&1 &
             pids="$pids $!"
+            i=$((i + 1))
+        done
+        usleep $((300000 + 150000 * i))
+        i=0
+        for c in "$@"; do
+            cat "/tmp/sig/${c%%:*}" > "/tmp/fifo_$i" &
             [ "$stagger" != 0 ] && usleep $((stagger * 1000))
             i=$((i + 1))
         done

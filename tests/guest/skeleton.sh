@@ -35,6 +35,15 @@ pcm.rdmixbad {
     slave "hw:Loopback,0,0"
     bogus_key 1
 }
+pcm.bad_rate { type rdmix slave { pcm "hw:Loopback,0,0" rate "fast" } }
+pcm.bad_period { type rdmix slave { pcm "hw:Loopback,0,0" period_size 1024 period_time 20000 } }
+pcm.bad_periods { type rdmix slave { pcm "hw:Loopback,0,0" periods 4 buffer_size 4096 } }
+pcm.bad_align { type rdmix hw_ptr_alignment sideways slave "hw:Loopback,0,0" }
+pcm.bad_perm { type rdmix ipc_perm 0660 ipc_key_add_uid yes slave "hw:Loopback,0,0" }
+pcm.bad_gid { type rdmix ipc_gid audio slave "hw:Loopback,0,0" }
+pcm.bad_bindings { type rdmix bindings { 0 7 } slave "hw:Loopback,0,0" }
+pcm.bad_slave { type rdmix slave "null" }
+pcm.bad_slowptr { type rdmix slowptr maybe slave "hw:Loopback,0,0" }
 CONF
 export ALSA_CONFIG_PATH=/usr/share/alsa/alsa.conf:$OUT/asound.conf
 
@@ -104,6 +113,12 @@ echo "step conf: status $(cat status_conf)"
 aplay -D rdmixbad /tmp/sig.wav >play_bad.log 2>&1
 echo $? > status_bad
 echo "step bad: status $(cat status_bad)"
+
+# Each wrong or contradictory setting is refused with a message naming it.
+for pcm in bad_rate bad_period bad_periods bad_align bad_perm bad_gid bad_bindings bad_slave bad_slowptr; do
+    aplay -D $pcm /tmp/sig.wav >play_$pcm.log 2>&1
+    echo $? > status_$pcm
+done
 
 sleep 0.5
 echo "$(servers)" > servers_at_end
