@@ -219,16 +219,16 @@ fn search_definition(root: *mut snd_config_t, base: &str, name: &str) -> Option<
     let r = unsafe {
         alsa_sys::snd_config_search_definition(root, base.as_ptr(), key.as_ptr(), &mut out)
     };
-    (r >= 0 && !out.is_null()).then_some(Expanded(Node { ptr: out }))
+    // Lazily: an Expanded built from a null pointer would be deleted on drop.
+    (r >= 0 && !out.is_null()).then(|| Expanded(Node { ptr: out }))
 }
 
-struct Ctx<'a> {
-    pcm: &'a str,
-}
+/// Builds the errors of one parse (the plugin adds the PCM's name to every message).
+struct Ctx;
 
-impl Ctx<'_> {
+impl Ctx {
     fn err(&self, msg: impl std::fmt::Display) -> Error {
-        Error::config(format!("PCM '{}': {msg}", self.pcm))
+        Error::config(msg.to_string())
     }
 
     fn uint(&self, n: &Node, key: &str, max: u64) -> Result<u64> {
@@ -330,12 +330,8 @@ impl Ctx<'_> {
 /// # Safety
 /// `root` and `conf` must be the live configuration pointers alsa-lib passed to the plugin's
 /// open function.
-pub unsafe fn parse(
-    pcm: &str,
-    root: *mut snd_config_t,
-    conf: *mut snd_config_t,
-) -> Result<PluginConfig> {
-    let ctx = Ctx { pcm };
+pub unsafe fn parse(root: *mut snd_config_t, conf: *mut snd_config_t) -> Result<PluginConfig> {
+    let ctx = Ctx;
     let mut slave: Option<Node> = None;
     let mut ipc_key = 0i64;
     let mut ipc_key_add_uid = false;
@@ -441,7 +437,7 @@ pub unsafe fn parse(
 /// inline as a compound (`pcm { type hw card 0 device 0 }`) rather than by name.
 type Slave = (String, SlaveParams, Option<HwAddress>);
 
-fn parse_slave(ctx: &Ctx<'_>, root: *mut snd_config_t, slave: Node) -> Result<Slave> {
+fn parse_slave(ctx: &Ctx, root: *mut snd_config_t, slave: Node) -> Result<Slave> {
     match slave.kind() {
         Kind::String => {
             let name = slave.string().unwrap_or_default();
@@ -456,7 +452,7 @@ fn parse_slave(ctx: &Ctx<'_>, root: *mut snd_config_t, slave: Node) -> Result<Sl
     }
 }
 
-fn parse_slave_compound(ctx: &Ctx<'_>, _root: *mut snd_config_t, node: Node) -> Result<Slave> {
+fn parse_slave_compound(ctx: &Ctx, _root: *mut snd_config_t, node: Node) -> Result<Slave> {
     let mut p = SlaveParams::default();
     let mut pcm = None;
     let mut inline = None;
@@ -519,14 +515,14 @@ fn parse_slave_compound(ctx: &Ctx<'_>, _root: *mut snd_config_t, node: Node) -> 
 }
 
 /// Follow the slave PCM name to its `type hw` definition and read card/device/subdevice.
-fn resolve_hw(ctx: &Ctx<'_>, root: *mut snd_config_t, name: &str) -> Result<HwAddress> {
+fn resolve_hw(ctx: &Ctx, root: *mut snd_config_t, name: &str) -> Result<HwAddress> {
     let def = search_definition(root, "pcm", name)
         .ok_or_else(|| ctx.err(format!("slave PCM '{name}' is not defined")))?;
     hw_from_definition(ctx, name, def.0)
 }
 
 /// Read `type hw`, `card`, `device`, `subdevice` from an (expanded) PCM definition.
-fn hw_from_definition(ctx: &Ctx<'_>, name: &str, def: Node) -> Result<HwAddress> {
+fn hw_from_definition(ctx: &Ctx, name: &str, def: Node) -> Result<HwAddress> {
     let mut ty = None;
     let (mut card, mut device, mut subdevice) = (None, 0u32, None);
     for n in def.children() {

@@ -466,7 +466,7 @@ unsafe fn open(
         ));
     }
     // SAFETY: forwarded from the loader.
-    let cfg = unsafe { crate::config::parse(name, root, conf) }?;
+    let cfg = unsafe { crate::config::parse(root, conf) }?;
     let conn = crate::client::open(&cfg)?;
     let s = Stream::attach(conn, &cfg)?;
     let cname = CString::new(name).unwrap_or_else(|_| CString::from(c"rdmix"));
