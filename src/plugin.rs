@@ -306,12 +306,15 @@ unsafe extern "C" fn cb_poll_revents(
                 }
             } else if st == SND_PCM_STATE_RUNNING {
                 if s.ready(avail as u64) {
+                    // Level-triggered: stay readable until the application writes.
+                    s.arm_timer_for(false, true);
                     libc::POLLOUT as c_ushort
                 } else {
                     s.arm_timer_for(false, false);
                     0
                 }
             } else {
+                s.arm_timer_for(false, true);
                 libc::POLLOUT as c_ushort
             };
             trace!(

@@ -418,12 +418,16 @@ impl Stream {
             late += l as u64;
             self.mixed += n;
         }
-        // A write that started within two periods of the hardware (a start lands one period
-        // ahead) may have been overtaken if the process was preempted mid-write: look again,
-        // and expire whatever the hardware passed so that it cannot play one buffer late.
-        // Writes further ahead need no second look.
+        // If the process was preempted during the write, the hardware may have overtaken it —
+        // and a late add re-publishes every client's sum into a slot the kernel has silenced,
+        // which would play it one buffer late. When the clock says the hardware could have come
+        // within a period of the first frame written, look again (HWSYNC) and expire whatever
+        // it passed. Otherwise (the usual case: written well ahead, quickly) no syscall.
         let last = self.base + self.mixed;
-        if first < last && first < now + 2 * self.geom.period_size && self.sync_slave().is_ok() {
+        if first < last
+            && self.estimate_slave_now() + self.geom.period_size >= first
+            && self.sync_slave().is_ok()
+        {
             let passed = self.slave.min(last);
             if passed > first {
                 let target = Target {
@@ -573,27 +577,32 @@ impl Stream {
         Some(wait)
     }
 
-    /// Arm the wakeup timer for the moment the wait condition should hold, with a fallback
-    /// interval of one client period.
+    /// Arm the wakeup timer, one-shot: at once if the application's wait condition already
+    /// holds (the poll fd then stays readable while it holds, as a hardware PCM's POLLOUT does),
+    /// else for the moment it will hold plus one pointer step, so that the wakeup finds it met.
+    /// A stream that is not running and not ready has nothing to wait for: disarmed. Every
+    /// path that can change the condition re-arms (transfer, start, poll_descriptors,
+    /// poll_revents), so no periodic fallback is needed — it would only wake early.
     pub fn arm_timer_for(&self, draining: bool, ready_now: bool) {
         let rate = self.p.rate.max(1) as u64;
-        let granule = self.pointer_step();
         let ns = if ready_now {
             1
         } else {
             match self.frames_until_ready(draining) {
-                Some(f) => (f + granule) * 1_000_000_000 / rate + 200_000,
+                Some(0) => 1,
+                Some(f) => (f + self.pointer_step()) * 1_000_000_000 / rate + 200_000,
                 None => 0,
             }
         };
-        let period_ns = self.p.period_size.max(1) * 1_000_000_000 / rate;
-        let ts = |ns: u64| libc::timespec {
-            tv_sec: (ns / 1_000_000_000) as libc::time_t,
-            tv_nsec: (ns % 1_000_000_000) as libc::c_long,
-        };
         let spec = libc::itimerspec {
-            it_interval: ts(period_ns),
-            it_value: ts(if ns == 0 { period_ns } else { ns }),
+            it_interval: libc::timespec {
+                tv_sec: 0,
+                tv_nsec: 0,
+            },
+            it_value: libc::timespec {
+                tv_sec: (ns / 1_000_000_000) as libc::time_t,
+                tv_nsec: (ns % 1_000_000_000) as libc::c_long,
+            },
         };
         // SAFETY: our own timerfd and a fully initialised itimerspec.
         unsafe { libc::timerfd_settime(self.timer.as_raw_fd(), 0, &spec, std::ptr::null_mut()) };
