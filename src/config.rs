@@ -17,21 +17,12 @@ use std::ptr;
 use alsa_sys::snd_config_t;
 
 use crate::error::{Error, Result};
+use crate::hw::HwRequest;
 
-/// Parameters the first client asks the server to configure the hardware with. Absent values
-/// take the server's defaults (dmix's: the device's preferred format, 48000 Hz, 2 channels,
-/// period 1024 frames, buffer 4 periods — see `hw::HwRequest`).
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct SlaveParams {
-    pub format: Option<i32>,
-    pub rate: Option<u32>,
-    pub channels: Option<u32>,
-    pub period_size: Option<u64>,
-    pub period_time: Option<u32>,
-    pub buffer_size: Option<u64>,
-    pub buffer_time: Option<u32>,
-    pub periods: Option<u32>,
-}
+/// Parameters the first client asks the server to configure the hardware with: the server's
+/// [`HwRequest`]; absent values take its defaults (dmix's: the device's preferred format,
+/// 48000 Hz, 2 channels, period 1024 frames, buffer 4 periods).
+pub type SlaveParams = HwRequest;
 
 /// Where the hardware is: `/dev/snd/pcmC{card}D{device}p`, optionally a fixed subdevice.
 #[derive(Clone, Debug, PartialEq, Eq)]

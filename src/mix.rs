@@ -167,6 +167,19 @@ impl SlaveFormat {
         }
     }
 
+    /// The format's alsa-lib name.
+    pub fn name(self) -> &'static str {
+        match self {
+            SlaveFormat::S16Le => "S16_LE",
+            SlaveFormat::S16Be => "S16_BE",
+            SlaveFormat::S32Le => "S32_LE",
+            SlaveFormat::S32Be => "S32_BE",
+            SlaveFormat::S24Le => "S24_LE",
+            SlaveFormat::S24_3Le => "S24_3LE",
+            SlaveFormat::U8 => "U8",
+        }
+    }
+
     /// Bytes per sample in memory.
     pub fn bytes(self) -> usize {
         match self {

@@ -117,6 +117,20 @@ fn layout(g: &Geometry) -> (u64, u64, u64, u64) {
     (slots_offset, sum_offset, sum_len, total)
 }
 
+/// Map `len` bytes of the shared-state memfd, shared and writable.
+fn map_shared(fd: &OwnedFd, len: u64) -> Result<MmapRaw> {
+    MmapOptions::new()
+        .len(len as usize)
+        .map_raw(fd)
+        .map_err(|e| {
+            Error::new(
+                crate::error::ErrorKind::Io,
+                e.raw_os_error().unwrap_or(libc::EIO),
+                format!("mmap shared state: {e}"),
+            )
+        })
+}
+
 /// A mapping of the shared state.
 #[derive(Debug)]
 pub struct SharedState {
@@ -147,16 +161,7 @@ impl SharedState {
             nix::fcntl::FcntlArg::F_ADD_SEALS(nix::fcntl::SealFlag::from_bits_truncate(seals)),
         )
         .map_err(|e| Error::sys("seal memfd", e))?;
-        let map = MmapOptions::new()
-            .len(total as usize)
-            .map_raw(&fd)
-            .map_err(|e| {
-                Error::new(
-                    crate::error::ErrorKind::Io,
-                    e.raw_os_error().unwrap_or(libc::EIO),
-                    format!("mmap shared state: {e}"),
-                )
-            })?;
+        let map = map_shared(&fd, total)?;
         let h = ShmHeader {
             magic: MAGIC,
             version: VERSION,
@@ -201,16 +206,7 @@ impl SharedState {
                 "shared state is {size} bytes, smaller than its header"
             )));
         }
-        let map = MmapOptions::new()
-            .len(size as usize)
-            .map_raw(&fd)
-            .map_err(|e| {
-                Error::new(
-                    crate::error::ErrorKind::Io,
-                    e.raw_os_error().unwrap_or(libc::EIO),
-                    format!("mmap shared state: {e}"),
-                )
-            })?;
+        let map = map_shared(&fd, size)?;
         let s = SharedState { map, fd };
         let h = s.header();
         if h.magic != MAGIC {

@@ -357,6 +357,18 @@ impl Stream {
         }
     }
 
+    /// This client's view of the shared mix: the DMA buffer and the sum ring.
+    fn target(&self) -> Target<'_> {
+        Target {
+            dma: self.dma.as_ptr(),
+            dma_len: self.dma.len(),
+            sum: self.shared.sum_ring(),
+            channels: &self.layout,
+            buffer_size: self.geom.buffer_size,
+            format: self.format,
+        }
+    }
+
     /// Accumulate pending frames whose slave slots are open.
     fn mix_pending(&mut self) {
         if !self.running || self.ring.is_empty() {
@@ -395,14 +407,7 @@ impl Stream {
             }
             let idx = self.mixed % bc;
             let n = (self.written - self.mixed).min(limit - p).min(bc - idx);
-            let target = Target {
-                dma: self.dma.as_ptr(),
-                dma_len: self.dma.len(),
-                sum: self.shared.sum_ring(),
-                channels: &self.layout,
-                buffer_size: self.geom.buffer_size,
-                format: self.format,
-            };
+            let target = self.target();
             let fb = nch * self.p.sample_bytes;
             let src = Source {
                 data: &self.ring[idx as usize * fb..(idx + n) as usize * fb],
@@ -430,14 +435,7 @@ impl Stream {
         {
             let passed = self.slave.min(last);
             if passed > first {
-                let target = Target {
-                    dma: self.dma.as_ptr(),
-                    dma_len: self.dma.len(),
-                    sum: self.shared.sum_ring(),
-                    channels: &self.layout,
-                    buffer_size: self.geom.buffer_size,
-                    format: self.format,
-                };
+                let target = self.target();
                 // SAFETY: as for mix above.
                 unsafe { target.expire(first, (passed - first) as usize, &self.bindings) };
                 late += (passed - first) * self.bindings.iter().flatten().count() as u64;

@@ -33,21 +33,9 @@ enum Mixer {
 impl Mixer {
     fn pcm(self, fmt: SlaveFormat) -> String {
         match self {
-            Mixer::Rdmix => format!("rdmix_{}", alsa_name(fmt)),
-            Mixer::Dmix => format!("dmix_{}", alsa_name(fmt)),
+            Mixer::Rdmix => format!("rdmix_{}", fmt.name()),
+            Mixer::Dmix => format!("dmix_{}", fmt.name()),
         }
-    }
-}
-
-fn alsa_name(f: SlaveFormat) -> &'static str {
-    match f {
-        SlaveFormat::S16Le => "S16_LE",
-        SlaveFormat::S16Be => "S16_BE",
-        SlaveFormat::S32Le => "S32_LE",
-        SlaveFormat::S32Be => "S32_BE",
-        SlaveFormat::S24Le => "S24_LE",
-        SlaveFormat::S24_3Le => "S24_3LE",
-        SlaveFormat::U8 => "U8",
     }
 }
 
@@ -121,17 +109,17 @@ fn asound_conf() -> String {
     for (i, f) in FORMATS.iter().enumerate() {
         let slave = format!(
             "slave {{ pcm \"hw:Loopback,0,0\" format {} rate {RATE} channels {CH} period_size {SLAVE_PERIOD} buffer_size {SLAVE_BUFFER} }}",
-            alsa_name(*f)
+            f.name()
         );
         let _ = writeln!(
             c,
             "pcm.rdmix_{} {{ type rdmix server \"/tmp/rdmix/rdmix-server\" {slave} }}",
-            alsa_name(*f)
+            f.name()
         );
         let _ = writeln!(
             c,
             "pcm.dmix_{} {{ type dmix ipc_key {} ipc_perm 0666 {slave} }}",
-            alsa_name(*f),
+            f.name(),
             7100 + i
         );
     }
@@ -168,7 +156,7 @@ impl Plan {
             pcm: None,
             channels: CH,
             player: "aplay",
-            file_format: alsa_name(fmt),
+            file_format: fmt.name(),
             period,
             buffer,
             expect: sig,
@@ -249,7 +237,7 @@ impl Plan {
                 "mix {} {} {} {} {} {}",
                 s.name,
                 s.mixer.pcm(s.fmt),
-                alsa_name(s.fmt),
+                s.fmt.name(),
                 s.capture_frames,
                 s.stagger_ms,
                 clients.join(" ")
@@ -297,7 +285,7 @@ fn build_plan(dir: &Path, quick: bool) -> Plan {
                         .collect();
                     let name = format!(
                         "{mixer:?}_{}_{n}_{}",
-                        alsa_name(fmt),
+                        fmt.name(),
                         if stagger == 0 {
                             "together"
                         } else {
@@ -315,7 +303,7 @@ fn build_plan(dir: &Path, quick: bool) -> Plan {
                 .map(|_| p.native_client(fmt, frames, max, 0, 0))
                 .collect();
             p.add(
-                format!("{mixer:?}_{}_saturation", alsa_name(fmt)),
+                format!("{mixer:?}_{}_saturation", fmt.name()),
                 mixer,
                 fmt,
                 0,
