@@ -30,9 +30,6 @@ pub struct Connection {
     pub slot: u32,
 }
 
-/// Exit status of `rdmix-server` when another server already owns the socket name.
-pub const EXIT_ALREADY_RUNNING: i32 = 0;
-
 fn try_connect(name: &str) -> Result<Option<OwnedFd>> {
     let sock = socket(
         AddressFamily::Unix,

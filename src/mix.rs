@@ -596,6 +596,33 @@ impl Target<'_> {
 mod tests {
     use super::*;
 
+    const MONO: [ChannelLayout; 1] = [ChannelLayout { first: 0, step: 2 }];
+    const BIND0: [Option<u16>; 1] = [Some(0)];
+
+    /// A mono S16 target of `dma.len()` frames.
+    fn mono_s16<'a>(dma: &mut [i16], sum: &'a [AtomicU64]) -> Target<'a> {
+        Target {
+            dma: dma.as_mut_ptr() as *mut u8,
+            dma_len: dma.len() * 2,
+            sum,
+            channels: &MONO,
+            buffer_size: dma.len() as u64,
+            format: SlaveFormat::S16Le,
+        }
+    }
+
+    /// `data` as mono client frames of `sample_bytes` each, played on slave channel 0.
+    fn mono_src(data: &[u8], sample_bytes: usize, format: ClientFormat) -> Source<'_> {
+        Source {
+            data,
+            frames: data.len() / sample_bytes,
+            frame_bytes: sample_bytes,
+            sample_bytes,
+            bindings: &BIND0,
+            format,
+        }
+    }
+
     #[test]
     fn pack_roundtrip_extremes() {
         for lap in [0u32, 1, 12345, LAP_MASK as u32] {
@@ -756,44 +783,20 @@ mod tests {
 
     #[test]
     fn expire_silences_a_late_write_and_spares_a_newer_lap() {
-        let bs = 4u64;
         let mut dma = vec![0i16; 4];
         let sum: Vec<AtomicU64> = (0..4).map(|_| AtomicU64::new(0)).collect();
-        let lay = [ChannelLayout { first: 0, step: 2 }];
-        let t = Target {
-            dma: dma.as_mut_ptr() as *mut u8,
-            dma_len: 8,
-            sum: &sum,
-            channels: &lay,
-            buffer_size: bs,
-            format: SlaveFormat::S16Le,
-        };
+        let t = mono_s16(&mut dma, &sum);
         let data: Vec<u8> = [100i16, 200].iter().flat_map(|v| v.to_le_bytes()).collect();
-        let binds = [Some(0u16)];
-        let src = Source {
-            data: &data,
-            frames: 2,
-            frame_bytes: 2,
-            sample_bytes: 2,
-            bindings: &binds,
-            format: ClientFormat::Native,
-        };
+        let src = mono_src(&data, 2, ClientFormat::Native);
         // SAFETY: live buffer.
         unsafe { t.mix(4, &src, 1) }; // lap 1, slots 0 and 1
                                       // A lap-2 writer takes slot 1 before the expiry.
         let one: Vec<u8> = 7i16.to_le_bytes().to_vec();
-        let src1 = Source {
-            data: &one,
-            frames: 1,
-            frame_bytes: 2,
-            sample_bytes: 2,
-            bindings: &binds,
-            format: ClientFormat::Native,
-        };
+        let src1 = mono_src(&one, 2, ClientFormat::Native);
         // SAFETY: live buffer.
         unsafe { t.mix(9, &src1, 1) };
         // SAFETY: live buffer.
-        unsafe { t.expire(4, 2, &binds) };
+        unsafe { t.expire(4, 2, &BIND0) };
         assert_eq!(&dma[..2], &[0, 7]);
         // The expired slot now belongs to lap 2: a late lap-1 writer is refused, a lap-2 one adds.
         // SAFETY: live buffer.
@@ -805,28 +808,11 @@ mod tests {
 
     #[test]
     fn saturation_releases_exactly() {
-        let bs = 4u64;
         let mut dma = vec![0i16; 4];
         let sum: Vec<AtomicU64> = (0..4).map(|_| AtomicU64::new(0)).collect();
-        let lay = [ChannelLayout { first: 0, step: 2 }];
-        let t = Target {
-            dma: dma.as_mut_ptr() as *mut u8,
-            dma_len: 8,
-            sum: &sum,
-            channels: &lay,
-            buffer_size: bs,
-            format: SlaveFormat::S16Le,
-        };
+        let t = mono_s16(&mut dma, &sum);
         let full: Vec<u8> = 30000i16.to_le_bytes().to_vec();
-        let binds = [Some(0u16)];
-        let src = Source {
-            data: &full,
-            frames: 1,
-            frame_bytes: 2,
-            sample_bytes: 2,
-            bindings: &binds,
-            format: ClientFormat::Native,
-        };
+        let src = mono_src(&full, 2, ClientFormat::Native);
         // SAFETY: live buffer.
         unsafe {
             t.mix(0, &src, 1);
@@ -840,31 +826,14 @@ mod tests {
 
     #[test]
     fn float_client_into_s16() {
-        let bs = 4u64;
         let mut dma = vec![0i16; 4];
         let sum: Vec<AtomicU64> = (0..4).map(|_| AtomicU64::new(0)).collect();
-        let lay = [ChannelLayout { first: 0, step: 2 }];
-        let t = Target {
-            dma: dma.as_mut_ptr() as *mut u8,
-            dma_len: 8,
-            sum: &sum,
-            channels: &lay,
-            buffer_size: bs,
-            format: SlaveFormat::S16Le,
-        };
+        let t = mono_s16(&mut dma, &sum);
         let data: Vec<u8> = [0.25f32, -1.5, 1.5 / 32768.0]
             .iter()
             .flat_map(|v| v.to_le_bytes())
             .collect();
-        let binds = [Some(0u16)];
-        let src = Source {
-            data: &data,
-            frames: 3,
-            frame_bytes: 4,
-            sample_bytes: 4,
-            bindings: &binds,
-            format: ClientFormat::FloatLe,
-        };
+        let src = mono_src(&data, 4, ClientFormat::FloatLe);
         // SAFETY: live buffer.
         unsafe { t.mix(0, &src, 1) };
         assert_eq!(&dma[..3], &[8192, -32768, 2]);

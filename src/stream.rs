@@ -24,7 +24,7 @@
 //! the hw fd, `timerfd_settime`/`read` on the timer). The private ring is allocated in
 //! `hw_params`, outside the real-time path.
 
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::sync::atomic::Ordering;
 
 use crate::client::Connection;
@@ -64,7 +64,8 @@ pub struct Stream {
     hw: HwPcm,
     shared: SharedState,
     timer: OwnedFd,
-    sock: OwnedFd,
+    /// Never read: held open so the server sees this client go (EOF) when it is dropped, last.
+    _sock: OwnedFd,
     layout: Vec<ChannelLayout>,
     geom: Geometry,
     format: SlaveFormat,
@@ -175,7 +176,7 @@ impl Stream {
             hw,
             shared,
             timer,
-            sock,
+            _sock: sock,
             layout,
             geom,
             format,
@@ -648,27 +649,9 @@ impl Stream {
         })
     }
 
-    /// (wakeups, early wakeups) so far, for tests and introspection.
-    pub fn wakeup_counts(&self) -> (u64, u64) {
-        self.shared.slot(self.slot).map_or((0, 0), |s| {
-            (
-                s.wakeups.load(Ordering::Relaxed),
-                s.early_wakeups.load(Ordering::Relaxed),
-            )
-        })
-    }
-
     /// Frames written but not yet played.
     pub fn delay(&self) -> i64 {
         self.written as i64 - self.played().min(self.written) as i64
-    }
-
-    pub fn hw_fd(&self) -> std::os::fd::BorrowedFd<'_> {
-        self.hw.fd()
-    }
-
-    pub fn sock_fd(&self) -> std::os::fd::BorrowedFd<'_> {
-        self.sock.as_fd()
     }
 }
 
