@@ -81,7 +81,53 @@ fn handshake(sock: OwnedFd) -> Result<Connection> {
             })
         }
         Message::Refuse { errno, message } => Err(Error::server(errno, message)),
-        Message::Hello { .. } => Err(Error::protocol("server answered with a Hello")),
+        other => Err(Error::protocol(format!(
+            "server answered the Hello with {}",
+            other.kind_name()
+        ))),
+    }
+}
+
+/// What an introspection query returns: the server's pid, its live client count, and the
+/// shared-state memfd (to map read-only).
+#[derive(Debug)]
+pub struct QueryReply {
+    pub server_pid: u32,
+    pub clients: u32,
+    pub shm_fd: OwnedFd,
+}
+
+/// Ask the server behind abstract socket `name` for its state (no slot is claimed).
+pub fn query(name: &str) -> Result<QueryReply> {
+    let sock = try_connect(name)?.ok_or_else(|| {
+        Error::server(libc::ENOENT, format!("no rdmix-server listens on @{name}"))
+    })?;
+    let tv = nix::sys::time::TimeVal::new(5, 0);
+    nix::sys::socket::setsockopt(&sock, nix::sys::socket::sockopt::ReceiveTimeout, &tv)
+        .map_err(|e| Error::sys("setsockopt SO_RCVTIMEO", e))?;
+    protocol::send(
+        sock.as_fd(),
+        &Message::Query {
+            pid: std::process::id(),
+        },
+        &[],
+    )?;
+    let (msg, mut fds) = protocol::recv(sock.as_fd())?;
+    match msg {
+        Message::Status {
+            server_pid,
+            clients,
+        } if fds.len() == 1 => Ok(QueryReply {
+            server_pid,
+            clients,
+            shm_fd: fds.remove(0),
+        }),
+        Message::Refuse { errno, message } => Err(Error::server(errno, message)),
+        other => Err(Error::protocol(format!(
+            "server answered the Query with {} and {} fds",
+            other.kind_name(),
+            fds.len()
+        ))),
     }
 }
 

@@ -14,6 +14,10 @@
 //! - `Welcome` (server → client), body: `u32 slot`, `u32 reserved`, `u64 hw path length`, then the
 //!   device path bytes; carries two fds with SCM_RIGHTS: the hw PCM fd and the shared-state memfd.
 //! - `Refuse` (server → client), body: `i32 errno`, `u32 message length`, then a UTF-8 message.
+//! - `Query` (client → server), body: `u32 pid`, `u32 reserved`: introspection instead of `Hello`
+//!   (no slot is claimed; the same admission check applies).
+//! - `Status` (server → client), body: `u32 server pid`, `u32 live clients`; carries one fd: the
+//!   shared-state memfd, for the asker to map read-only. The server then closes the connection.
 //!
 //! After `Welcome` nothing more is said: the connection stays open only so that the server sees
 //! the client go (EOF) and can reclaim its slot. There is no per-period traffic.
@@ -36,15 +40,30 @@ pub const MAX_PACKET: usize = 1024;
 const KIND_HELLO: u16 = 1;
 const KIND_WELCOME: u16 = 2;
 const KIND_REFUSE: u16 = 3;
+const KIND_QUERY: u16 = 4;
+const KIND_STATUS: u16 = 5;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Message {
     Hello { pid: u32 },
     Welcome { slot: u32, hw_path: String },
     Refuse { errno: i32, message: String },
+    Query { pid: u32 },
+    Status { server_pid: u32, clients: u32 },
 }
 
 impl Message {
+    /// The message's name, for error messages.
+    pub fn kind_name(&self) -> &'static str {
+        match self {
+            Message::Hello { .. } => "Hello",
+            Message::Welcome { .. } => "Welcome",
+            Message::Refuse { .. } => "Refuse",
+            Message::Query { .. } => "Query",
+            Message::Status { .. } => "Status",
+        }
+    }
+
     pub fn encode(&self) -> Vec<u8> {
         let mut b = Vec::with_capacity(64);
         b.extend_from_slice(&MAGIC.to_le_bytes());
@@ -69,6 +88,19 @@ impl Message {
                 let m = truncate(message, MAX_PACKET - 16);
                 b.extend_from_slice(&(m.len() as u32).to_le_bytes());
                 b.extend_from_slice(m.as_bytes());
+            }
+            Message::Query { pid } => {
+                b.extend_from_slice(&KIND_QUERY.to_le_bytes());
+                b.extend_from_slice(&pid.to_le_bytes());
+                b.extend_from_slice(&0u32.to_le_bytes());
+            }
+            Message::Status {
+                server_pid,
+                clients,
+            } => {
+                b.extend_from_slice(&KIND_STATUS.to_le_bytes());
+                b.extend_from_slice(&server_pid.to_le_bytes());
+                b.extend_from_slice(&clients.to_le_bytes());
             }
         }
         b
@@ -112,6 +144,15 @@ impl Message {
                 let message = r.string(len)?;
                 Message::Refuse { errno, message }
             }
+            KIND_QUERY => {
+                let pid = r.u32()?;
+                let _ = r.u32()?;
+                Message::Query { pid }
+            }
+            KIND_STATUS => Message::Status {
+                server_pid: r.u32()?,
+                clients: r.u32()?,
+            },
             k => return Err(Error::protocol(format!("unknown message kind {k}"))),
         };
         if r.pos != b.len() {
@@ -274,6 +315,11 @@ mod tests {
             Message::Refuse {
                 errno: 13,
                 message: "nope".into(),
+            },
+            Message::Query { pid: 77 },
+            Message::Status {
+                server_pid: 5,
+                clients: 2,
             },
         ] {
             assert_eq!(Message::decode(&m.encode()).unwrap(), m);

@@ -284,6 +284,23 @@ impl Server {
                     self.close(k);
                 }
             }
+            Ok((Message::Query { .. }, _fds)) if !welcomed => {
+                let reply = self.status_reply(k);
+                if let Some(c) = self.conns.get(&k) {
+                    let _ = match reply {
+                        Ok(m) => protocol::send(c.fd.as_fd(), &m, &[self.shared.fd()]),
+                        Err(e) => protocol::send(
+                            c.fd.as_fd(),
+                            &Message::Refuse {
+                                errno: e.errno(),
+                                message: e.message().to_string(),
+                            },
+                            &[],
+                        ),
+                    };
+                }
+                self.close(k);
+            }
             Err(e) if e.errno() == libc::EAGAIN => {}
             // EOF, a second Hello, anything else: the conversation is over.
             _ => self.close(k),
@@ -303,7 +320,9 @@ impl Server {
         gid == self.gid || peer_groups(pid).contains(&self.gid)
     }
 
-    fn welcome(&mut self, k: RawFd) -> Result<()> {
+    /// Check the peer's credentials (SO_PEERCRED: what the kernel recorded at connect, not
+    /// what the peer says) against the mixer's access rule; returns its pid.
+    fn check_peer(&self, k: RawFd) -> Result<u32> {
         let c = self.conns.get(&k).ok_or_else(|| Error::protocol("gone"))?;
         let cred = getsockopt(&c.fd, sockopt::PeerCredentials)
             .map_err(|e| Error::sys("SO_PEERCRED", e))?;
@@ -321,7 +340,21 @@ impl Server {
                 ),
             ));
         }
-        let pid = cred.pid() as u32;
+        Ok(cred.pid() as u32)
+    }
+
+    /// Introspection: the number of live clients (the memfd goes with the reply).
+    fn status_reply(&self, k: RawFd) -> Result<Message> {
+        self.check_peer(k)?;
+        Ok(Message::Status {
+            server_pid: std::process::id(),
+            clients: self.shared.header().clients.load(std::sync::atomic::Ordering::Acquire),
+        })
+    }
+
+    fn welcome(&mut self, k: RawFd) -> Result<()> {
+        let pid = self.check_peer(k)?;
+        let c = self.conns.get(&k).ok_or_else(|| Error::protocol("gone"))?;
         let slot = self
             .shared
             .claim_slot(pid)
