@@ -25,10 +25,10 @@
 //! Every send uses `MSG_NOSIGNAL` (a dead peer gives EPIPE, never SIGPIPE in the host
 //! application) and every receive `MSG_CMSG_CLOEXEC`.
 
-use std::io::{IoSlice, IoSliceMut};
+use std::io::IoSlice;
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 
-use nix::sys::socket::{recvmsg, sendmsg, ControlMessage, ControlMessageOwned, MsgFlags, UnixAddr};
+use nix::sys::socket::{sendmsg, ControlMessage, MsgFlags, UnixAddr};
 
 use crate::error::{Error, Result};
 
@@ -255,46 +255,80 @@ pub fn send(sock: BorrowedFd<'_>, msg: &Message, fds: &[BorrowedFd<'_>]) -> Resu
     Ok(())
 }
 
+/// The most fds Linux passes in one message (`SCM_MAX_FD`).
+const SCM_MAX_FD: usize = 253;
+
 /// Receive one message and the fds that came with it (CLOEXEC). Truncated packets and
 /// truncated control data are errors; fds that arrive are always owned (closed on error).
+///
+/// The control buffer has room for `SCM_MAX_FD` fds, so a peer cannot make the kernel truncate
+/// SCM_RIGHTS; should any control data be truncated anyway, the fds the kernel did install are
+/// still collected and closed (nix's `cmsgs()` refuses to iterate a truncated buffer, which
+/// would leak them).
 pub fn recv(sock: BorrowedFd<'_>) -> Result<(Message, Vec<OwnedFd>)> {
     let mut buf = [0u8; MAX_PACKET + 1];
-    let mut cmsg_space = nix::cmsg_space!([RawFd; 4]);
-    let (n, flags, fds) = {
-        let mut iov = [IoSliceMut::new(&mut buf)];
-        let m = recvmsg::<()>(
-            sock.as_raw_fd(),
-            &mut iov,
-            Some(&mut cmsg_space),
-            MsgFlags::MSG_CMSG_CLOEXEC,
-        )
-        .map_err(|e| Error::sys("receive from rdmix socket", e))?;
-        let mut fds = Vec::new();
-        if let Ok(cmsgs) = m.cmsgs() {
-            for c in cmsgs {
-                if let ControlMessageOwned::ScmRights(v) = c {
-                    for fd in v {
-                        // SAFETY: the kernel just installed this fd in our table for us; nobody
-                        // else owns it.
-                        fds.push(unsafe { OwnedFd::from_raw_fd(fd) });
-                    }
+    // u64 elements: cmsghdr alignment.
+    let mut cbuf = [0u64; (SCM_MAX_FD * 4 + 64) / 8];
+    let mut iov = libc::iovec {
+        iov_base: buf.as_mut_ptr().cast(),
+        iov_len: buf.len(),
+    };
+    // SAFETY: msghdr is plain data; all-zero is a valid empty header.
+    let mut mh: libc::msghdr = unsafe { std::mem::zeroed() };
+    mh.msg_iov = &mut iov;
+    mh.msg_iovlen = 1;
+    mh.msg_control = cbuf.as_mut_ptr().cast();
+    mh.msg_controllen = std::mem::size_of_val(&cbuf);
+    let n = loop {
+        // SAFETY: `mh` points at `iov` (into `buf`) and `cbuf`, both live and as long as stated.
+        let r = unsafe { libc::recvmsg(sock.as_raw_fd(), &mut mh, libc::MSG_CMSG_CLOEXEC) };
+        if r >= 0 {
+            break r as usize;
+        }
+        let e = nix::errno::Errno::last();
+        if e != nix::errno::Errno::EINTR {
+            return Err(Error::sys("receive from rdmix socket", e));
+        }
+    };
+    let mut fds = Vec::new();
+    // SAFETY: `mh` is the header recvmsg just filled; the CMSG macros stay within
+    // msg_control/msg_controllen, which the kernel set to what it wrote.
+    let mut c = unsafe { libc::CMSG_FIRSTHDR(&mh) };
+    while !c.is_null() {
+        // SAFETY: `c` is a non-null header inside the control buffer (from CMSG_*HDR).
+        let (level, kind, len) = unsafe { ((*c).cmsg_level, (*c).cmsg_type, (*c).cmsg_len) };
+        if level == libc::SOL_SOCKET && kind == libc::SCM_RIGHTS {
+            // SAFETY: CMSG_LEN(0) is a constant computation.
+            let hdr = unsafe { libc::CMSG_LEN(0) } as usize;
+            let count = len.saturating_sub(hdr as _) as usize / size_of::<RawFd>();
+            // SAFETY: the data of this header holds `count` fds (cmsg_len as the kernel wrote
+            // it, within the buffer); read unaligned, as CMSG_DATA need not be int-aligned.
+            let data = unsafe { libc::CMSG_DATA(c) } as *const RawFd;
+            for i in 0..count {
+                // SAFETY: as above, i < count.
+                let fd = unsafe { data.add(i).read_unaligned() };
+                if fd >= 0 {
+                    // SAFETY: the kernel just installed this fd in our table for us; nobody
+                    // else owns it.
+                    fds.push(unsafe { OwnedFd::from_raw_fd(fd) });
                 }
             }
         }
-        (m.bytes, m.flags, fds)
-    };
+        // SAFETY: `c` is a valid header of `mh`'s control buffer.
+        c = unsafe { libc::CMSG_NXTHDR(&mh, c) };
+    }
     if n == 0 {
         return Err(Error::server(
             libc::ECONNRESET,
             "the peer closed the connection",
         ));
     }
-    if flags.contains(MsgFlags::MSG_TRUNC) || n > MAX_PACKET {
+    if mh.msg_flags & libc::MSG_TRUNC != 0 || n > MAX_PACKET {
         return Err(Error::protocol(format!(
             "oversized message (> {MAX_PACKET} bytes)"
         )));
     }
-    if flags.contains(MsgFlags::MSG_CTRUNC) {
+    if mh.msg_flags & libc::MSG_CTRUNC != 0 {
         return Err(Error::protocol("too many file descriptors attached"));
     }
     Ok((Message::decode(&buf[..n])?, fds))
@@ -385,5 +419,50 @@ mod tests {
         assert_ne!(fl & libc::FD_CLOEXEC, 0, "received fd must be CLOEXEC");
         drop(a);
         assert_eq!(recv(b.as_fd()).unwrap_err().errno(), libc::ECONNRESET);
+    }
+
+    /// Every fd a peer attaches is closed, whatever the message: a valid one, junk, an
+    /// oversized packet, and the most fds the kernel passes at once. The attached fd is a
+    /// pipe's write end: once ours is closed too, the read end sees EOF only if no copy is left.
+    #[test]
+    fn closes_every_attached_fd() {
+        use nix::sys::socket::{socketpair, AddressFamily, SockFlag, SockType};
+        use std::os::fd::AsFd;
+        let (a, b) = socketpair(
+            AddressFamily::Unix,
+            SockType::SeqPacket,
+            None,
+            SockFlag::SOCK_CLOEXEC,
+        )
+        .unwrap();
+        let (rd, wr) = nix::unistd::pipe2(nix::fcntl::OFlag::O_NONBLOCK).unwrap();
+        let raw_send = |bytes: &[u8], n: usize| {
+            let raw = vec![wr.as_raw_fd(); n];
+            let cmsg = [ControlMessage::ScmRights(&raw)];
+            sendmsg::<()>(
+                a.as_raw_fd(),
+                &[IoSlice::new(bytes)],
+                &cmsg,
+                MsgFlags::empty(),
+                None,
+            )
+            .unwrap();
+        };
+        let hello = Message::Hello { pid: 1 }.encode();
+        raw_send(&hello, 8);
+        assert_eq!(recv(b.as_fd()).unwrap().1.len(), 8);
+        raw_send(b"junk", 8);
+        assert!(recv(b.as_fd()).is_err());
+        raw_send(&vec![0u8; MAX_PACKET + 100], 8);
+        assert!(recv(b.as_fd()).unwrap_err().message().contains("oversized"));
+        raw_send(&hello, SCM_MAX_FD);
+        assert_eq!(recv(b.as_fd()).unwrap().1.len(), SCM_MAX_FD);
+        drop(wr);
+        let mut x = [0u8; 1];
+        assert_eq!(
+            nix::unistd::read(&rd, &mut x),
+            Ok(0),
+            "a received copy of the pipe's write end is still open"
+        );
     }
 }
