@@ -95,6 +95,13 @@ pub fn parse_args(args: &[String]) -> Result<Options> {
 const HELLO_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long the server waits for its first client before giving up.
 const FIRST_CLIENT_TIMEOUT: Duration = Duration::from_secs(10);
+/// At most this many connections wait for their first message at once; a newcomer beyond it
+/// closes the oldest silent one (a real client speaks at once, a flood does not), so a flood of
+/// silent connections can neither exhaust the server's fds nor lock out the clients after it.
+const MAX_UNWELCOMED: usize = 128;
+/// Connections accepted per round of the loop, so that a connect flood cannot starve the
+/// servicing of connections already accepted.
+const ACCEPT_BATCH: usize = 64;
 
 #[derive(Debug)]
 struct Conn {
@@ -115,6 +122,9 @@ pub struct Server {
     gid: u32,
     had_client: bool,
     started: Instant,
+    /// A spare fd (on /dev/null), given up to accept and close one connection when the fd table
+    /// is full: otherwise EMFILE leaves the listener readable and `poll` spinning.
+    reserve: Option<OwnedFd>,
 }
 
 #[derive(Debug)]
@@ -174,6 +184,7 @@ pub fn setup(o: &Options) -> Result<Bound> {
         gid: o.gid.unwrap_or_else(|| nix::unistd::getgid().as_raw()),
         had_client: false,
         started: Instant::now(),
+        reserve: None,
     })))
 }
 
@@ -218,8 +229,15 @@ impl Server {
         Ok(())
     }
 
+    /// Accept what the backlog holds (at most `ACCEPT_BATCH`). Never spins on an error: EMFILE
+    /// or ENFILE closes the oldest silent connection, or else accepts and drops the newcomer
+    /// through the reserve fd; transient errors skip one connection; anything else waits for
+    /// the next round.
     fn accept_all(&mut self) {
-        loop {
+        if self.reserve.is_none() {
+            self.reserve = std::fs::File::open("/dev/null").ok().map(OwnedFd::from);
+        }
+        for _ in 0..ACCEPT_BATCH {
             match accept4(
                 self.listener.as_raw_fd(),
                 SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK,
@@ -227,6 +245,9 @@ impl Server {
                 Ok(fd) => {
                     // SAFETY: accept4 returned a new fd that nobody else owns.
                     let fd = unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) };
+                    if self.unwelcomed() >= MAX_UNWELCOMED {
+                        self.drop_oldest_unwelcomed();
+                    }
                     self.conns.insert(
                         fd.as_raw_fd(),
                         Conn {
@@ -236,9 +257,51 @@ impl Server {
                         },
                     );
                 }
-                Err(nix::errno::Errno::EINTR) => continue,
+                Err(
+                    nix::errno::Errno::EINTR
+                    | nix::errno::Errno::ECONNABORTED
+                    | nix::errno::Errno::EPROTO,
+                ) => continue,
+                Err(nix::errno::Errno::EMFILE | nix::errno::Errno::ENFILE) => {
+                    if self.drop_oldest_unwelcomed() {
+                        continue;
+                    }
+                    // Every fd is a welcomed client's: turn the newcomer away (it sees EOF).
+                    let Some(spare) = self.reserve.take() else {
+                        return;
+                    };
+                    drop(spare);
+                    if let Ok(fd) = accept4(self.listener.as_raw_fd(), SockFlag::SOCK_CLOEXEC) {
+                        // SAFETY: as above; closed at once.
+                        drop(unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) });
+                    }
+                    self.reserve = std::fs::File::open("/dev/null").ok().map(OwnedFd::from);
+                }
+                // EAGAIN: the backlog is empty. ENOBUFS, ENOMEM...: try again next round.
                 Err(_) => return,
             }
+        }
+    }
+
+    /// Connections that have not been welcomed (yet).
+    fn unwelcomed(&self) -> usize {
+        self.conns.values().filter(|c| c.slot.is_none()).count()
+    }
+
+    /// Close the connection that has waited longest for its first message; false if none.
+    fn drop_oldest_unwelcomed(&mut self) -> bool {
+        let oldest = self
+            .conns
+            .iter()
+            .filter(|(_, c)| c.slot.is_none())
+            .min_by_key(|(_, c)| c.since)
+            .map(|(k, _)| *k);
+        match oldest {
+            Some(k) => {
+                self.conns.remove(&k);
+                true
+            }
+            None => false,
         }
     }
 
@@ -267,9 +330,10 @@ impl Server {
         let Some(c) = self.conns.get(&k) else { return };
         let res = protocol::recv(c.fd.as_fd());
         let welcomed = c.slot.is_some();
+        // The protocol has no message that carries fds to the server: one that does is
+        // malformed (handled as junk below). Every received fd is closed when `res` drops.
         match res {
-            // Any fds a client sent are dropped (closed) with `_fds`.
-            Ok((Message::Hello { .. }, _fds)) if !welcomed => {
+            Ok((Message::Hello { .. }, fds)) if !welcomed && fds.is_empty() => {
                 if let Err(e) = self.welcome(k) {
                     if let Some(c) = self.conns.get(&k) {
                         let _ = protocol::send(
@@ -282,9 +346,11 @@ impl Server {
                         );
                     }
                     self.close(k);
+                } else {
+                    self.forget_stale_slot(k);
                 }
             }
-            Ok((Message::Query { .. }, _fds)) if !welcomed => {
+            Ok((Message::Query { .. }, fds)) if !welcomed && fds.is_empty() => {
                 let reply = self.status_reply(k);
                 if let Some(c) = self.conns.get(&k) {
                     let _ = match reply {
@@ -304,6 +370,23 @@ impl Server {
             Err(e) if e.errno() == libc::EAGAIN => {}
             // EOF, a second Hello, anything else: the conversation is over.
             _ => self.close(k),
+        }
+    }
+
+    /// Connection `k` was just welcomed into a slot that was free: any other connection still
+    /// recorded as holding that slot is stale (its client released the slot itself, then left,
+    /// and its EOF has not been read yet). Forget the record, so that reading that EOF cannot
+    /// release the slot now held by `k`: a process that closes and reopens its PCM gets its
+    /// old slot back under the same pid, and the EOF of its old connection may be read after
+    /// its new Hello.
+    fn forget_stale_slot(&mut self, k: RawFd) {
+        let Some(slot) = self.conns.get(&k).and_then(|c| c.slot).map(|(s, _)| s) else {
+            return;
+        };
+        for (other, c) in self.conns.iter_mut() {
+            if *other != k && c.slot.is_some_and(|(s, _)| s == slot) {
+                c.slot = None;
+            }
         }
     }
 
@@ -348,7 +431,11 @@ impl Server {
         self.check_peer(k)?;
         Ok(Message::Status {
             server_pid: std::process::id(),
-            clients: self.shared.header().clients.load(std::sync::atomic::Ordering::Acquire),
+            clients: self
+                .shared
+                .header()
+                .clients
+                .load(std::sync::atomic::Ordering::Acquire),
         })
     }
 
