@@ -138,7 +138,8 @@ impl Message {
             KIND_REFUSE => {
                 let errno = r.i32()?;
                 let len = r.u32()? as usize;
-                if len > MAX_PACKET {
+                // What encode writes at most: the whole packet within MAX_PACKET.
+                if len > MAX_PACKET - 16 {
                     return Err(Error::protocol(format!("message length {len} too large")));
                 }
                 let message = r.string(len)?;
