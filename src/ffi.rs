@@ -131,6 +131,7 @@ extern "C" {
         max: c_uint,
     ) -> c_int;
     pub fn snd_pcm_ioplug_reinit_status(io: *mut snd_pcm_ioplug_t) -> c_int;
+    pub fn snd_pcm_ioplug_set_state(io: *mut snd_pcm_ioplug_t, state: c_int) -> c_int;
 }
 
 #[cfg(test)]

@@ -90,14 +90,17 @@ fn lap_newer(a: u32, b: u32) -> bool {
 
 /// Add `sample` to accumulator `acc` for lap `lap`. Returns the new sum, or `None` if the
 /// accumulator already belongs to a newer lap (the writer is late).
+///
+/// A negative `sign` retracts a sample mixed before: only from an accumulator still holding
+/// lap `lap` (an older or newer lap means the sample is not there: `None`, nothing changes).
 #[inline]
-pub fn accumulate(acc: &AtomicU64, lap: u32, sample: i64) -> Option<i64> {
+pub fn accumulate(acc: &AtomicU64, lap: u32, sample: i64, sign: i64) -> Option<i64> {
     let mut cur = acc.load(Ordering::Acquire);
     loop {
         let (l, s) = unpack(cur);
         let new_sum = if l == lap {
-            s + sample
-        } else if lap_newer(l, lap) {
+            s + sample * sign
+        } else if lap_newer(l, lap) || sign < 0 {
             return None;
         } else {
             sample
@@ -108,6 +111,48 @@ pub fn accumulate(acc: &AtomicU64, lap: u32, sample: i64) -> Option<i64> {
             Err(v) => cur = v,
         }
     }
+}
+
+/// How far behind the current lap a stale accumulator is re-tagged by [`refresh_stale`].
+const STALE_LAPS: u32 = 4;
+
+/// Re-tag stale accumulators (server housekeeping, off the real-time path): an accumulator
+/// nobody has written for a long time keeps its old lap, and after 2^23 laps modular
+/// comparison would take that lap for a newer one (a writer would then be refused as late).
+/// Every accumulator more than [`STALE_LAPS`] laps older than the lap its slot plays next
+/// (given the hardware position `hw`) is set, with a CAS, to that many laps back and sum 0 —
+/// still older than anything a writer writes, so the next writer restarts it as before. Live
+/// accumulators and ones a writer changes meanwhile are left alone; the DMA buffer is not
+/// touched (a stale slot's samples were silenced by the kernel when it played them). Returns
+/// how many were re-tagged.
+pub fn refresh_stale(sum: &[AtomicU64], channels: usize, buffer_size: u64, hw: u64) -> usize {
+    let mut n = 0;
+    if channels == 0 || buffer_size == 0 {
+        return 0;
+    }
+    let start = hw - hw % buffer_size;
+    for (i, acc) in sum.iter().enumerate().take(buffer_size as usize * channels) {
+        let slot = (i / channels) as u64;
+        // The position this slot plays next: in [hw, hw + buffer_size).
+        let pos = if start + slot >= hw {
+            start + slot
+        } else {
+            start + buffer_size + slot
+        };
+        let cur = lap_of(pos, buffer_size);
+        let floor = cur.wrapping_sub(STALE_LAPS) & LAP_MASK as u32;
+        let v = acc.load(Ordering::Acquire);
+        let (l, _) = unpack(v);
+        if l != floor && lap_newer(floor, l) {
+            if acc
+                .compare_exchange(v, pack(floor, 0), Ordering::SeqCst, Ordering::Relaxed)
+                .is_ok()
+            {
+                n += 1;
+            }
+        }
+    }
+    n
 }
 
 /// The current sum of an accumulator for `lap`, or `None` if it holds another lap.
@@ -580,7 +625,7 @@ impl Target<'_> {
                 // SAFETY: `need` was checked against the source length above.
                 let v = unsafe { L::load(base.add(f * src.frame_bytes + c * src.sample_bytes)) };
                 let acc = &self.sum[slot * nch + sc];
-                match accumulate(acc, lap, v * sign) {
+                match accumulate(acc, lap, v, sign) {
                     // SAFETY: the caller guarantees the DMA mapping and layout; `off` is a
                     // sample inside it.
                     Some(sum) => unsafe { publish::<S>(self.dma.add(off), acc, lap, sum) },
@@ -651,11 +696,49 @@ mod tests {
     #[test]
     fn accumulate_resets_on_new_lap_and_refuses_old() {
         let a = AtomicU64::new(0);
-        assert_eq!(accumulate(&a, 0, 5), Some(5));
-        assert_eq!(accumulate(&a, 0, -7), Some(-2));
-        assert_eq!(accumulate(&a, 1, 3), Some(3));
-        assert_eq!(accumulate(&a, 0, 100), None);
+        assert_eq!(accumulate(&a, 0, 5, 1), Some(5));
+        assert_eq!(accumulate(&a, 0, -7, 1), Some(-2));
+        assert_eq!(accumulate(&a, 1, 3, 1), Some(3));
+        assert_eq!(accumulate(&a, 0, 100, 1), None);
         assert_eq!(current_sum(&a, 1), Some(3));
+    }
+
+    #[test]
+    fn refresh_keeps_stale_slots_older_than_any_writer() {
+        let bs = 4u64;
+        let sum: Vec<AtomicU64> = (0..bs).map(|_| AtomicU64::new(0)).collect();
+        let hw = 1000 * bs + 1;
+        let cur = lap_of(hw, bs);
+        // Slot 0 was last written 2^23 - 1 laps ago: about to look newer than the current lap.
+        let ancient = cur.wrapping_sub((1 << 23) - 1) & LAP_MASK as u32;
+        sum[0].store(pack(ancient, 77), Ordering::Relaxed);
+        // Slot 1 holds live data for the coming pass, slot 2 a recent stale lap.
+        sum[1].store(pack(cur, 5), Ordering::Relaxed);
+        sum[2].store(pack(cur - 1, 9), Ordering::Relaxed);
+        // Slot 3 never written (lap 0) is stale too.
+        assert_eq!(refresh_stale(&sum, 1, bs, hw), 2);
+        assert_eq!(sum[1].load(Ordering::Relaxed), pack(cur, 5));
+        assert_eq!(sum[2].load(Ordering::Relaxed), pack(cur - 1, 9));
+        // Slot 0 plays next at lap cur + 1 (it is behind hw in this pass); a writer of that lap
+        // restarts it, and so would a writer 2^23 - 5 laps later still.
+        let next = lap_of(hw - 1 + bs, bs);
+        assert_eq!(accumulate(&sum[0], next, 3, 1), Some(3));
+        sum[0].store(pack(next.wrapping_sub(STALE_LAPS), 0), Ordering::Relaxed);
+        let much_later = (next + (1 << 23) - 5) & LAP_MASK as u32;
+        assert_eq!(accumulate(&sum[0], much_later, 4, 1), Some(4));
+        // Refreshing twice changes nothing more.
+        assert_eq!(refresh_stale(&sum, 1, bs, hw), 0);
+    }
+
+    #[test]
+    fn retraction_only_touches_its_own_lap() {
+        let a = AtomicU64::new(0);
+        assert_eq!(accumulate(&a, 4, 5, 1), Some(5));
+        assert_eq!(accumulate(&a, 4, 2, -1), Some(3));
+        // An expired (newer) or stale (older) slot does not hold the sample: nothing to take.
+        assert_eq!(accumulate(&a, 3, 3, -1), None);
+        assert_eq!(accumulate(&a, 5, 3, -1), None);
+        assert_eq!(current_sum(&a, 4), Some(3));
     }
 
     #[test]

@@ -25,6 +25,7 @@ use crate::stream::Stream;
 pub static __snd_pcm_rdmix_open_dlsym_pcm_001: c_char = 0;
 
 const SND_PCM_STREAM_PLAYBACK: c_int = 0;
+const SND_PCM_NONBLOCK: c_int = 1;
 const SND_PCM_STATE_DRAINING: c_int = 5;
 const SND_PCM_STATE_RUNNING: c_int = 3;
 const SND_PCM_STATE_PREPARED: c_int = 2;
@@ -90,6 +91,12 @@ unsafe fn with<R>(
     }
 }
 
+/// alsa-lib's application pointer (moved by writes, and by rewind/forward without a callback).
+fn appl(io: *mut snd_pcm_ioplug_t) -> u64 {
+    // SAFETY: io is live; appl_ptr is written by alsa-lib under its lock, read volatile here.
+    unsafe { std::ptr::read_volatile(std::ptr::addr_of!((*io).appl_ptr)) as u64 }
+}
+
 fn state(io: *mut snd_pcm_ioplug_t) -> c_int {
     // SAFETY: io is live; state is written by alsa-lib under its lock, read volatile here.
     unsafe { std::ptr::read_volatile(std::ptr::addr_of!((*io).state)) }
@@ -123,6 +130,7 @@ unsafe extern "C" fn cb_pointer(io: *mut snd_pcm_ioplug_t) -> snd_pcm_sframes_t 
     // SAFETY: called by alsa-lib with our io.
     unsafe {
         with(io, -(libc::EPIPE as snd_pcm_sframes_t), |s, io, name| {
+            s.follow_appl(appl(io));
             let r = s.pointer(state(io) == SND_PCM_STATE_DRAINING);
             trace!(
                 s,
@@ -148,8 +156,9 @@ unsafe extern "C" fn cb_transfer(
 ) -> snd_pcm_sframes_t {
     // SAFETY: called by alsa-lib with our io and valid areas for offset..offset+size.
     unsafe {
-        with(io, -(libc::EIO as snd_pcm_sframes_t), |s, _, name| {
+        with(io, -(libc::EIO as snd_pcm_sframes_t), |s, io, name| {
             trace!(s, "transfer off={offset} size={size}");
+            s.follow_appl(appl(io));
             match s.transfer(areas, offset, size) {
                 Ok(n) => n as snd_pcm_sframes_t,
                 Err(e) => report(name, &e) as snd_pcm_sframes_t,
@@ -221,9 +230,23 @@ unsafe extern "C" fn cb_sw_params(io: *mut snd_pcm_ioplug_t, p: *mut snd_pcm_sw_
 unsafe extern "C" fn cb_prepare(io: *mut snd_pcm_ioplug_t) -> c_int {
     // SAFETY: called by alsa-lib with our io.
     unsafe {
-        with(io, -libc::EIO, |s, _, _| {
-            s.prepare();
-            0
+        with(io, -libc::EIO, |s, _, name| match s.prepare() {
+            Ok(()) => 0,
+            Err(e) => report(name, &e),
+        })
+    }
+}
+
+unsafe extern "C" fn cb_pause(io: *mut snd_pcm_ioplug_t, enable: c_int) -> c_int {
+    // SAFETY: called by alsa-lib with our io.
+    unsafe {
+        with(io, -libc::EIO, |s, _, name| {
+            let r = if enable != 0 { s.pause() } else { s.unpause() };
+            trace!(s, "pause({enable}) {}", s.debug_positions());
+            match r {
+                Ok(()) => 0,
+                Err(e) => report(name, &e),
+            }
         })
     }
 }
@@ -332,6 +355,7 @@ unsafe extern "C" fn cb_delay(io: *mut snd_pcm_ioplug_t, delayp: *mut snd_pcm_sf
     // SAFETY: called by alsa-lib with our io and a valid out-pointer.
     unsafe {
         with(io, -libc::EIO, |s, io, name| {
+            s.follow_appl(appl(io));
             if state(io) == SND_PCM_STATE_RUNNING || state(io) == SND_PCM_STATE_DRAINING {
                 if let Err(e) = s.pointer(state(io) == SND_PCM_STATE_DRAINING) {
                     if e.errno() == libc::EPIPE {
@@ -357,7 +381,7 @@ static CALLBACKS: snd_pcm_ioplug_callback_t = snd_pcm_ioplug_callback_t {
     sw_params: Some(cb_sw_params),
     prepare: Some(cb_prepare),
     drain: None,
-    pause: None,
+    pause: Some(cb_pause),
     resume: None,
     poll_descriptors_count: Some(cb_poll_count),
     poll_descriptors: Some(cb_poll_descriptors),
@@ -493,7 +517,9 @@ unsafe fn open(
             state: 0,
             appl_ptr: 0,
             hw_ptr: 0,
-            nonblock: 0,
+            // alsa-lib does not set this for a PCM opened with SND_PCM_NONBLOCK; its drain
+            // returns -EAGAIN only when it is set.
+            nonblock: (mode & SND_PCM_NONBLOCK != 0) as c_int,
             access: 0,
             format: 0,
             channels: 0,

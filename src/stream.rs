@@ -53,6 +53,16 @@ pub struct ClientParams {
     pub avail_min: u64,
 }
 
+/// Where the client's stream is, as far as mixing goes (alsa-lib keeps the full PCM state).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Run {
+    /// Prepared, set up, after a drop or an xrun: nothing is mixed.
+    Stopped,
+    Running,
+    /// Unplayed frames were taken back out of the mix; they are mixed again on resume.
+    Paused,
+}
+
 #[derive(Debug)]
 pub struct Stream {
     /// `RDMIX_TRACE=1`: log callbacks to stderr (debugging only).
@@ -77,9 +87,19 @@ pub struct Stream {
     slot: u32,
     pid: u32,
     p: ClientParams,
-    /// Pending frames, interleaved, in the client's sample format.
+    /// The last `buffer_size` frames written, interleaved, in the client's sample format: the
+    /// pending ones (`mixed..written`) and the mixed-but-unplayed ones, which a drop, pause or
+    /// rewind takes back out of the mix.
     ring: Vec<u8>,
-    running: bool,
+    run: Run,
+    /// The client frame whose slave position may still move before it is first mixed (set by
+    /// start and resume; cleared once a frame has been mixed from there).
+    anchor: Option<u64>,
+    /// Frames reported played so far: the reported position never goes back (a resume places
+    /// the next frame later than the hardware position).
+    floor: u64,
+    /// While paused: the first client frame taken back out of the mix; the position stops there.
+    cut: u64,
     /// The hardware position's observed step (gcd of the deltas seen; 0 until known): the
     /// position can lag the truth by up to this much, so wakeups wait that much longer.
     granule: u64,
@@ -187,7 +207,10 @@ impl Stream {
             pid: std::process::id(),
             p: ClientParams::default(),
             ring: Vec::new(),
-            running: false,
+            run: Run::Stopped,
+            anchor: None,
+            floor: 0,
+            cut: 0,
             granule: 0,
             granule_samples: 0,
             slave_raw: raw,
@@ -272,11 +295,33 @@ impl Stream {
         self.p.avail_min = avail_min.max(1);
     }
 
-    pub fn prepare(&mut self) {
-        self.running = false;
+    /// Prepare: back to the start, after checking the device is still there (a disconnected
+    /// card fails here with ENODEV, which is how an application learns of it after the xrun
+    /// its pointer reported).
+    pub fn prepare(&mut self) -> Result<()> {
+        self.hw.hwsync().map_err(|e| {
+            if e.errno() == libc::ENODEV {
+                Error::new(
+                    crate::error::ErrorKind::Io,
+                    libc::ENODEV,
+                    format!("{} was disconnected", self.hw.path()),
+                )
+            } else {
+                e
+            }
+        })?;
+        if self.run != Run::Stopped {
+            let _ = self.sync_slave();
+            self.retract();
+        }
+        self.run = Run::Stopped;
+        self.anchor = None;
         self.written = 0;
         self.mixed = 0;
         self.base = 0;
+        self.floor = 0;
+        self.cut = 0;
+        Ok(())
     }
 
     /// Refresh the slave position: HWSYNC makes the kernel read the driver's pointer now.
@@ -337,7 +382,9 @@ impl Stream {
     pub fn start(&mut self) -> Result<()> {
         self.sync_slave()?;
         self.base = self.start_position(self.estimate_slave_now());
-        self.running = true;
+        self.run = Run::Running;
+        self.anchor = Some(0);
+        self.floor = 0;
         // Frames the application wrote before start go out now; mix_pending looks again after
         // writing and expires anything a preemption let the hardware overtake.
         self.mix_pending();
@@ -345,16 +392,150 @@ impl Stream {
         Ok(())
     }
 
+    /// Drop (alsa-lib's stop callback): take the frames the hardware has not reached back out
+    /// of the mix, so the stream falls silent at once, as a hardware PCM does.
     pub fn stop(&mut self) {
-        self.running = false;
+        if self.run == Run::Running {
+            let _ = self.sync_slave();
+            self.retract();
+        }
+        self.run = Run::Stopped;
+        self.anchor = None;
     }
 
-    /// Frames the hardware has consumed of this stream.
-    fn played(&self) -> u64 {
-        if self.running {
-            self.slave.saturating_sub(self.base)
+    /// Pause: take the unplayed frames back out of the mix and keep them; the position runs on
+    /// until the first of them, then stands still.
+    pub fn pause(&mut self) -> Result<()> {
+        if self.run == Run::Running {
+            self.sync_slave()?;
+            self.floor = self.played();
+            self.cut = self.retract();
+            self.run = Run::Paused;
+            self.anchor = None;
+        }
+        Ok(())
+    }
+
+    /// Resume after pause: the first frame taken out goes one slave period ahead of the
+    /// hardware (or straight after the tail, if that is still playing), and everything pending
+    /// is mixed again.
+    pub fn unpause(&mut self) -> Result<()> {
+        if self.run != Run::Paused {
+            return Ok(());
+        }
+        self.sync_slave()?;
+        self.floor = self.played();
+        let at = self.start_position(self.estimate_slave_now());
+        if self.base + self.cut < at {
+            self.base = at - self.cut;
+        }
+        self.run = Run::Running;
+        self.anchor = Some(self.cut);
+        self.mix_pending();
+        self.arm_timer();
+        Ok(())
+    }
+
+    /// Take frames `mixed_since..mixed` back out of the mix — all of them the hardware cannot
+    /// reach before the subtraction is done — and return the first client frame taken out
+    /// (frames before it stay mixed and play). `mixed` becomes that frame.
+    fn retract_from(&mut self, mixed_since: u64) -> u64 {
+        // A margin as for a start: the hardware must not reach a frame while it is taken out.
+        let reach = self.estimate_slave_now() + START_MARGIN;
+        let cut = reach
+            .saturating_sub(self.base)
+            .max(mixed_since)
+            .min(self.mixed);
+        if cut < self.mixed {
+            let late = self.apply(cut, self.mixed, -1);
+            self.count_late(late);
+        }
+        self.mixed = cut;
+        self.publish_progress();
+        cut
+    }
+
+    /// Take every frame the hardware has not reached back out of the mix.
+    fn retract(&mut self) -> u64 {
+        self.retract_from(0)
+    }
+
+    /// alsa-lib moves `appl_ptr` for rewind and forward without telling the plugin: compare it
+    /// with the frames written and follow. A rewind takes the rewound frames back out of the
+    /// mix (those the hardware is about to play stay, and the rewritten data for them is
+    /// skipped); a forward writes silence.
+    pub fn follow_appl(&mut self, appl: u64) {
+        let b = self.p.boundary;
+        if b == 0 || self.ring.is_empty() {
+            return;
+        }
+        let ours = self.written % b;
+        if appl == ours {
+            return;
+        }
+        let ahead = (appl + b - ours) % b;
+        if ahead <= self.p.buffer_size {
+            self.forward(ahead);
+        } else {
+            let back = (b - ahead).min(self.written);
+            self.rewind(back);
+        }
+    }
+
+    fn rewind(&mut self, k: u64) {
+        let to = self.written - k;
+        if self.run == Run::Running && self.mixed > to {
+            let _ = self.sync_slave();
+            self.retract_from(to);
+        } else {
+            self.mixed = self.mixed.min(to.max(self.cut_floor()));
+        }
+        self.written = to;
+    }
+
+    /// While paused, frames before the cut were played: they cannot be rewound out.
+    fn cut_floor(&self) -> u64 {
+        if self.run == Run::Paused {
+            self.cut
         } else {
             0
+        }
+    }
+
+    fn forward(&mut self, k: u64) {
+        let fb = self.p.channels * self.p.sample_bytes;
+        let bc = self.p.buffer_size;
+        let silence = self.silence_byte();
+        for i in 0..k.min(bc) {
+            let idx = ((self.written + i) % bc) as usize;
+            self.ring[idx * fb..(idx + 1) * fb].fill(silence);
+        }
+        self.written += k;
+        if self.run == Run::Running {
+            self.mix_pending();
+        }
+    }
+
+    /// A byte that fills a silent sample in the client's format (all supported formats are
+    /// silent at all-zero bytes except U8, whose zero is 0x80).
+    fn silence_byte(&self) -> u8 {
+        match (self.p.format, self.format) {
+            (Some(ClientFormat::Native), SlaveFormat::U8) => 0x80,
+            _ => 0,
+        }
+    }
+
+    /// Frames the hardware has consumed of this stream: monotone while running, standing at
+    /// the cut while paused.
+    fn played(&self) -> u64 {
+        match self.run {
+            Run::Stopped => 0,
+            Run::Running => self.slave.saturating_sub(self.base).max(self.floor),
+            Run::Paused => self
+                .slave
+                .saturating_sub(self.base)
+                .max(self.floor)
+                .min(self.cut.max(self.floor)),
         }
     }
 
@@ -372,7 +553,7 @@ impl Stream {
 
     /// Accumulate pending frames whose slave slots are open.
     fn mix_pending(&mut self) {
-        if !self.running || self.ring.is_empty() {
+        if self.run != Run::Running || self.ring.is_empty() {
             return;
         }
         let now = self.slave;
@@ -380,36 +561,56 @@ impl Stream {
         // hardware has played and the kernel silenced before publishing `now` (free-running
         // silence runs before hw_ptr moves). Nothing later is free yet.
         let limit = now + self.geom.buffer_size;
-        let bc = self.p.buffer_size;
-        let nch = self.p.channels;
         let mut late = 0u64;
-        if self.mixed == 0 && self.written > 0 {
-            // Nothing of this stream is in the ring yet, so its start may still move: if a
-            // stall (preemption between reading the position and now) ate the headroom, start
-            // later rather than write frames the hardware is already playing.
-            let est = self.estimate_slave_now();
-            if self.base < est + START_MARGIN {
-                self.base = self.start_position(est);
+        if let Some(a) = self.anchor {
+            if self.mixed == a && self.written > a {
+                // Nothing since the (re)start is in the ring yet, so it may still move: if a
+                // stall (preemption between reading the position and now) ate the headroom,
+                // start later rather than write frames the hardware is already playing.
+                let est = self.estimate_slave_now();
+                if self.base + a < est + START_MARGIN {
+                    self.base = self.start_position(est) - a;
+                }
+                self.anchor = None;
             }
         }
-        let first = self.base + self.mixed;
-        while self.mixed < self.written {
-            let p = self.base + self.mixed;
-            if p < now {
-                // Too late for these: the hardware has played their slots. Dropping them is the
-                // only way not to play them a buffer late.
-                let skip = (now - self.base).min(self.written) - self.mixed;
-                self.mixed += skip;
-                late += skip;
-                continue;
-            }
-            if p >= limit {
-                break;
-            }
-            let idx = self.mixed % bc;
-            let n = (self.written - self.mixed).min(limit - p).min(bc - idx);
+        let p = self.base + self.mixed;
+        if p < now && self.mixed < self.written {
+            // Too late for these: the hardware has played their slots. Dropping them is the
+            // only way not to play them a buffer late.
+            let skip = (now - self.base).min(self.written) - self.mixed;
+            self.mixed += skip;
+            late += skip * self.bindings.iter().flatten().count() as u64;
+        }
+        let end = self
+            .written
+            .min(limit.saturating_sub(self.base))
+            .max(self.mixed);
+        if end > self.mixed {
+            late += self.apply(self.mixed, end, 1);
+            self.mixed = end;
+        }
+        self.count_late(late);
+        self.publish_progress();
+    }
+
+    /// Mix (`sign` 1) or take back out (`sign` -1) client frames `from..to`, which the ring
+    /// holds, at their slave positions. Returns the samples that were late.
+    ///
+    /// If the process was preempted during the write, the hardware may have overtaken it — and
+    /// a late add or subtraction re-publishes every client's sum into a slot the kernel has
+    /// silenced, which would play it one buffer late. When the clock says the hardware could
+    /// have come within a period of the first frame written, look again (HWSYNC) and expire
+    /// whatever it passed. Otherwise (the usual case: written well ahead, quickly) no syscall.
+    fn apply(&mut self, from: u64, to: u64, sign: i64) -> u64 {
+        let bc = self.p.buffer_size;
+        let fb = self.p.channels * self.p.sample_bytes;
+        let mut late = 0u64;
+        let mut f = from;
+        while f < to {
+            let idx = f % bc;
+            let n = (to - f).min(bc - idx);
             let target = self.target();
-            let fb = nch * self.p.sample_bytes;
             let src = Source {
                 data: &self.ring[idx as usize * fb..(idx + n) as usize * fb],
                 frames: n as usize,
@@ -420,16 +621,10 @@ impl Stream {
             };
             // SAFETY: the DMA mapping and channel layout were checked against the geometry at
             // attach; the sum ring's size is checked by SharedState::attach.
-            let l = unsafe { target.mix(p, &src, 1) };
-            late += l as u64;
-            self.mixed += n;
+            late += unsafe { target.mix(self.base + f, &src, sign) } as u64;
+            f += n;
         }
-        // If the process was preempted during the write, the hardware may have overtaken it —
-        // and a late add re-publishes every client's sum into a slot the kernel has silenced,
-        // which would play it one buffer late. When the clock says the hardware could have come
-        // within a period of the first frame written, look again (HWSYNC) and expire whatever
-        // it passed. Otherwise (the usual case: written well ahead, quickly) no syscall.
-        let last = self.base + self.mixed;
+        let (first, last) = (self.base + from, self.base + to);
         if first < last
             && self.estimate_slave_now() + self.geom.period_size >= first
             && self.sync_slave().is_ok()
@@ -442,12 +637,22 @@ impl Stream {
                 late += (passed - first) * self.bindings.iter().flatten().count() as u64;
             }
         }
+        late
+    }
+
+    fn count_late(&self, late: u64) {
+        if late > 0 {
+            if let Some(s) = self.shared.slot(self.slot) {
+                s.late
+                    .fetch_add(late.min(u32::MAX as u64) as u32, Ordering::Relaxed);
+            }
+        }
+    }
+
+    fn publish_progress(&self) {
         if let Some(s) = self.shared.slot(self.slot) {
             s.mixed_to.store(self.base + self.mixed, Ordering::Relaxed);
             s.frames_mixed.store(self.mixed, Ordering::Relaxed);
-            if late > 0 {
-                s.late.fetch_add(late as u32, Ordering::Relaxed);
-            }
         }
     }
 
@@ -512,7 +717,7 @@ impl Stream {
             done += n;
         }
         self.written += size;
-        if self.running {
+        if self.run == Run::Running {
             self.sync_slave()?;
             self.mix_pending();
         }
@@ -522,8 +727,13 @@ impl Stream {
 
     /// The position to report to alsa-lib, or an xrun.
     pub fn pointer(&mut self, draining: bool) -> Result<u64> {
-        if !self.running {
-            return Ok(0);
+        match self.run {
+            Run::Stopped => return Ok(0),
+            Run::Paused => {
+                self.sync_slave()?;
+                return Ok(self.played() % self.p.boundary);
+            }
+            Run::Running => {}
         }
         self.sync_slave()?;
         self.mix_pending();
@@ -537,7 +747,10 @@ impl Stream {
                 if let Some(s) = self.shared.slot(self.slot) {
                     s.xruns.fetch_add(1, Ordering::Relaxed);
                 }
-                self.running = false;
+                // As a hardware PCM stops at an xrun: whatever is still mixed ahead (only with
+                // a stop_threshold below the buffer size) must not play.
+                self.retract();
+                self.run = Run::Stopped;
                 return Err(Error::new(
                     crate::error::ErrorKind::Xrun,
                     libc::EPIPE,
@@ -556,7 +769,7 @@ impl Stream {
 
     /// Frames until the application's wait condition holds (0 = now), given alsa-lib's state.
     fn frames_until_ready(&self, draining: bool) -> Option<u64> {
-        if !self.running {
+        if self.run != Run::Running {
             return None;
         }
         let target_played = if draining {

@@ -163,7 +163,7 @@ impl Bed {
             let mut cur = 0u32;
             while cur != target {
                 cur = (cur + (1 << 22)).min(target);
-                assert_eq!(accumulate(acc, cur, 0), Some(0));
+                assert_eq!(accumulate(acc, cur, 0, 1), Some(0));
             }
         }
         bed.silence();
@@ -1486,7 +1486,7 @@ fn negative_control_checker_detects_corruption() {
     expect(&mut e);
     assert_eq!(e.n, 1, "corrupted DMA sample not caught: {:?}", e.first);
     bed.set_dma_sample(7, 1, orig);
-    accumulate(bed.acc(9, 0), bed.lap(9), 1).unwrap();
+    accumulate(bed.acc(9, 0), bed.lap(9), 1, 1).unwrap();
     let mut e = Errors::default();
     expect(&mut e);
     assert_eq!(e.n, 1, "corrupted accumulator not caught: {:?}", e.first);
@@ -1553,8 +1553,8 @@ fn negative_control_non_atomic_accumulate_loses_updates() {
 #[test]
 fn lap_tag_half_space_boundary() {
     let a = AtomicU64::new(0);
-    assert_eq!(accumulate(&a, 10, 5), Some(5));
-    assert_eq!(accumulate(&a, 10 + (1 << 23), 7), Some(7));
+    assert_eq!(accumulate(&a, 10, 5, 1), Some(5));
+    assert_eq!(accumulate(&a, 10 + (1 << 23), 7, 1), Some(7));
     let b = AtomicU64::new(0);
     assert_eq!(accumulate(&b, 10, 5), Some(5));
     assert_eq!(accumulate(&b, 10 + (1 << 23) + 1, 7), None);
