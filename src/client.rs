@@ -232,13 +232,19 @@ fn server_args(cfg: &PluginConfig, name: &str) -> Vec<String> {
     a
 }
 
-fn spawn_server(cfg: &PluginConfig, name: &str) -> Result<()> {
+/// Start the server; its start-up errors go to the application's stderr unless `quiet` (a retry
+/// after the first attempt said why).
+fn spawn_server(cfg: &PluginConfig, name: &str, quiet: bool) -> Result<()> {
     let path = server_path(cfg)?;
     let status = Command::new(&path)
         .args(server_args(cfg, name))
         .stdin(Stdio::null())
         .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
+        .stderr(if quiet {
+            Stdio::null()
+        } else {
+            Stdio::inherit()
+        })
         .status();
     match status {
         Ok(s) if s.success() => Ok(()),
@@ -251,7 +257,7 @@ fn spawn_server(cfg: &PluginConfig, name: &str) -> Result<()> {
                     libc::EIO
                 },
                 format!(
-                    "{} failed to start the mixer on {} (exit status {s})",
+                    "{} failed to start the mixer on {} ({s})",
                     path.display(),
                     cfg.slave_name
                 ),
@@ -266,6 +272,92 @@ fn spawn_server(cfg: &PluginConfig, name: &str) -> Result<()> {
     }
 }
 
+/// The server behind a mixer's name must be who the name says: for a private mixer the user
+/// itself (or root); for one shared with a group, a member of that group (or root); anyone only
+/// for a mixer open to all (other bits in `ipc_perm`). Abstract socket names are first come,
+/// first served: without this check another user could claim the name first, be sent this
+/// client's Hello and hand it a device of their choosing (and so hear its audio).
+fn check_server(sock: &OwnedFd, cfg: &PluginConfig, name: &str) -> Result<()> {
+    let me = nix::unistd::getuid().as_raw();
+    let srv = protocol::peer_cred(sock.as_fd())?;
+    if srv.uid == me || srv.uid == 0 {
+        return Ok(());
+    }
+    let ok = cfg.access.shared()
+        && (cfg.access.perm & 0o007 != 0
+            || match cfg.access.gid {
+                Some(g) => srv.in_group(g),
+                // The group is the starting user's primary group, which we must be in to join.
+                None => {
+                    nix::unistd::getgid().as_raw() == srv.gid
+                        || nix::unistd::getgroups()
+                            .unwrap_or_default()
+                            .iter()
+                            .any(|g| g.as_raw() == srv.gid)
+                }
+            });
+    if ok {
+        return Ok(());
+    }
+    Err(Error::new(
+        ErrorKind::Access,
+        libc::EACCES,
+        format!(
+            "@{name} is served by pid {} of uid {}, which may not serve this {} mixer of uid \
+             {me}: refusing to talk to it (another user has claimed the mixer's name)",
+            srv.pid,
+            srv.uid,
+            if cfg.access.shared() {
+                "shared"
+            } else {
+                "private"
+            }
+        ),
+    ))
+}
+
+/// The other rdmix mixers that play on the same device (card, device, subdevice): the names of
+/// the listening abstract sockets in `/proc/net/unix` other than `name`.
+fn other_mixers(name: &str, card: u32, device: u32, sub: u32) -> Vec<String> {
+    let dev = format!("/c{card}d{device}s{sub}/");
+    std::fs::read_to_string("/proc/net/unix")
+        .unwrap_or_default()
+        .lines()
+        .skip(1)
+        .filter_map(|l| {
+            let cols: Vec<&str> = l.split_whitespace().collect();
+            // Num RefCount Protocol Flags Type St Inode Path; Flags 00010000 = listening.
+            let path = cols.get(7)?.strip_prefix('@')?;
+            (cols.get(3) == Some(&"00010000")
+                && path.starts_with("rdmix/")
+                && path.contains(&dev)
+                && path != name)
+                .then(|| path.to_string())
+        })
+        .collect()
+}
+
+/// The server could not open the device because it is busy: say who holds it, and when it is
+/// another rdmix mixer, how to make one mixer shared instead.
+fn busy_error(cfg: &PluginConfig, e: Error, others: &[String]) -> Error {
+    let msg = match others.first() {
+        Some(m) => {
+            let whose = match m.split('/').nth(1).and_then(|w| w.strip_prefix('u')) {
+                Some(uid) => format!("the private mixer of uid {uid}"),
+                None => "a shared mixer".to_string(),
+            };
+            format!(
+                "{} is busy: another rdmix mixer plays on it (@{m}, {whose}). A mixer is \
+                 private to its user unless its PCM sets ipc_perm (e.g. 0660) and ipc_gid (a \
+                 group every user is in); then all users' clients join that one mixer",
+                cfg.slave_name
+            )
+        }
+        None => format!("{} is busy (another program has it open)", cfg.slave_name),
+    };
+    Error::new(e.kind(), e.errno(), format!("{msg}: {e}"))
+}
+
 /// Connect to the mixer for `cfg`, starting its server if needed.
 pub fn open(cfg: &PluginConfig) -> Result<Connection> {
     let uid = nix::unistd::getuid().as_raw();
@@ -274,8 +366,10 @@ pub fn open(cfg: &PluginConfig) -> Result<Connection> {
     let name = protocol::socket_name(owner, cfg.hw.card, cfg.hw.device, sub, cfg.ipc_key);
     let deadline = Instant::now() + Duration::from_secs(5);
     let mut last_err: Option<Error> = None;
+    let mut quiet = false;
     loop {
         if let Some(sock) = try_connect(&name)? {
+            check_server(&sock, cfg, &name)?;
             match handshake(sock) {
                 Ok(c) => return Ok(c),
                 // The server was exiting as we connected: start a new one.
@@ -285,11 +379,18 @@ pub fn open(cfg: &PluginConfig) -> Result<Connection> {
                 Err(e) => return Err(e),
             }
         } else {
-            match spawn_server(cfg, &name) {
+            match spawn_server(cfg, &name, quiet) {
                 Ok(()) => {}
-                // The previous server may still hold the device while it exits.
-                Err(e) if e.errno() == libc::EBUSY && Instant::now() < deadline => {
-                    last_err = Some(e)
+                Err(e) if e.errno() == libc::EBUSY => {
+                    // Our own previous server may still hold the device while it exits (it
+                    // unbinds its name first): retry. Another mixer that still listens is not
+                    // leaving: fail now, saying whose it is.
+                    let others = other_mixers(&name, cfg.hw.card, cfg.hw.device, sub);
+                    if !others.is_empty() || Instant::now() >= deadline {
+                        return Err(busy_error(cfg, e, &others));
+                    }
+                    last_err = Some(e);
+                    quiet = true;
                 }
                 Err(e) => return Err(e),
             }

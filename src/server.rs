@@ -18,9 +18,7 @@ use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 use std::time::{Duration, Instant};
 
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
-use nix::sys::socket::{
-    accept4, bind, getsockopt, listen, socket, sockopt, AddressFamily, Backlog, SockFlag, SockType,
-};
+use nix::sys::socket::{accept4, bind, listen, socket, AddressFamily, Backlog, SockFlag, SockType};
 
 use crate::error::{Error, Result};
 use crate::hw::{HwPcm, HwRequest};
@@ -391,39 +389,43 @@ impl Server {
     }
 
     /// The owner and root always; members of the group when the group bits are set; anyone
-    /// when the other bits are set. Group membership counts the peer's primary group and its
-    /// supplementary groups (from /proc, read at connect time, off the real-time path).
-    fn admits(&self, uid: u32, gid: u32, pid: i32) -> bool {
-        if uid == self.uid || uid == 0 || self.perm & 0o007 != 0 {
+    /// when the other bits are set. Group membership counts the peer's primary and
+    /// supplementary groups as the kernel recorded them at connect (SO_PEERGROUPS).
+    fn admits(&self, peer: &protocol::PeerCred) -> bool {
+        if peer.uid == self.uid || peer.uid == 0 || self.perm & 0o007 != 0 {
             return true;
         }
-        if self.perm & 0o070 == 0 {
-            return false;
-        }
-        gid == self.gid || peer_groups(pid).contains(&self.gid)
+        self.perm & 0o070 != 0 && peer.in_group(self.gid)
     }
 
     /// Check the peer's credentials (SO_PEERCRED: what the kernel recorded at connect, not
     /// what the peer says) against the mixer's access rule; returns its pid.
     fn check_peer(&self, k: RawFd) -> Result<u32> {
         let c = self.conns.get(&k).ok_or_else(|| Error::protocol("gone"))?;
-        let cred = getsockopt(&c.fd, sockopt::PeerCredentials)
-            .map_err(|e| Error::sys("SO_PEERCRED", e))?;
-        if !self.admits(cred.uid(), cred.gid(), cred.pid()) {
+        let peer = protocol::peer_cred(c.fd.as_fd())?;
+        if !self.admits(&peer) {
+            let why = if self.perm & 0o070 != 0 {
+                format!(
+                    "the mixer of uid {} admits group {} (ipc_perm {:04o}, ipc_gid {}) and uid {} \
+                     is not in it: add the user to group {}, or change ipc_gid / ipc_perm in the \
+                     rdmix PCM's configuration",
+                    self.uid, self.gid, self.perm, self.gid, peer.uid, self.gid
+                )
+            } else {
+                format!(
+                    "the mixer of uid {} is private (ipc_perm {:04o}): to share it between users, \
+                     set ipc_perm (e.g. 0660) and ipc_gid (a group both are in) in the rdmix \
+                     PCM's configuration",
+                    self.uid, self.perm
+                )
+            };
             return Err(Error::new(
                 crate::error::ErrorKind::Access,
                 libc::EACCES,
-                format!(
-                    "uid {} may not join the mixer of uid {} (ipc_perm {:04o}, group {}): to share \
-                     it, set ipc_perm (e.g. 0660) and ipc_gid in the rdmix PCM's configuration",
-                    cred.uid(),
-                    self.uid,
-                    self.perm,
-                    self.gid
-                ),
+                format!("uid {} may not join: {why}", peer.uid),
             ));
         }
-        Ok(cred.pid() as u32)
+        Ok(peer.pid as u32)
     }
 
     /// Introspection: the number of live clients (the memfd goes with the reply).
@@ -460,21 +462,6 @@ impl Server {
         self.had_client = true;
         Ok(())
     }
-}
-
-/// Supplementary groups of a process, from `/proc/PID/status` (empty if unreadable).
-fn peer_groups(pid: i32) -> Vec<u32> {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines().find(|l| l.starts_with("Groups:")).map(|l| {
-                l[7..]
-                    .split_whitespace()
-                    .filter_map(|g| g.parse().ok())
-                    .collect()
-            })
-        })
-        .unwrap_or_default()
 }
 
 /// Close every inherited fd above stderr: the server must not keep the application's files,
