@@ -133,7 +133,11 @@ fn server_survives_hostile_peers_while_two_clients_mix_exactly() {
     let r = verify(&cap, SlaveFormat::S16Le, &sigs, &find_offsets(&cap, &sigs));
     println!("capture ({} frames): {}", cap.len(), r.summary());
     if !r.is_exact() {
-        failures.push(format!("capture is not the exact sum of both clients: {r}"));
+        failures.push(format!(
+            "capture is not the exact sum of both clients: {r}\narecord (status {}): {}",
+            num(&dir, "status_arecord"),
+            read(&dir, "arecord.log")
+        ));
     }
     assert!(
         failures.is_empty(),

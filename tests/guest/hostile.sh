@@ -21,7 +21,10 @@ CONF
 export ALSA_CONFIG_PATH=/usr/share/alsa/alsa.conf:$OUT/asound.conf
 export RDMIX_STATS=1
 
-chrt -f 2 arecord -q -D hw:Loopback,1,0 -f S16_LE -r 48000 -c 2 -t raw -s "$CAPTURE_FRAMES" cap.raw 2>arecord.log &
+# The capture goes to tmpfs, with a 2 s buffer: written to the 9p share under this load, a write
+# once blocked arecord for longer than its default 0.5 s buffer and the capture lost 24000
+# frames (an overrun, which -q would hide).
+chrt -f 2 arecord -D hw:Loopback,1,0 -f S16_LE -r 48000 -c 2 -t raw -B 2000000 -s "$CAPTURE_FRAMES" /tmp/cap.raw 2>arecord.log &
 rec=$!
 usleep 300000
 # Both players open their PCM first and block on a FIFO; the data is then released at once.
@@ -76,5 +79,6 @@ wait $pa; echo $? > status_a
 wait $pb; echo $? > status_b
 wait $rec
 echo $? > status_arecord
+cp /tmp/cap.raw cap.raw
 echo "clients: $(cat status_a) $(cat status_b)"
 exit 0
