@@ -501,6 +501,20 @@ fn parse_slave_compound(ctx: &Ctx, _root: *mut snd_config_t, node: Node) -> Resu
             return Err(ctx.err(format!("slave.{key} must be positive")));
         }
     }
+    // A ring needs at least two periods, and a period needs room for a few pointer steps.
+    for (key, v, min) in [
+        ("period_size", p.period_size, 16),
+        ("buffer_size", p.buffer_size, 32),
+        ("period_time", p.period_time.map(u64::from), 100),
+        ("buffer_time", p.buffer_time.map(u64::from), 200),
+        ("periods", p.periods.map(u64::from), 2),
+    ] {
+        if let Some(v) = v.filter(|&v| v < min) {
+            return Err(ctx.err(format!(
+                "slave.{key} = {v} is out of range (at least {min})"
+            )));
+        }
+    }
     let pcm = pcm.ok_or_else(|| ctx.err("slave.pcm is missing"))?;
     Ok((pcm, p, inline))
 }

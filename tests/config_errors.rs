@@ -123,6 +123,31 @@ const CASES: &[(&str, &str, &[&str])] = &[
         &["bindings", "'x'"],
     ),
     ("server_empty", r#"slave "hw:0,0" server """#, &["server"]),
+    (
+        "bindings_negative",
+        r#"slave "hw:0,0" bindings { 0 -1 }"#,
+        &["bindings"],
+    ),
+    (
+        "period_zero",
+        r#"slave { pcm "hw:0,0" period_size 0 }"#,
+        &["slave.period_size"],
+    ),
+    (
+        "buffer_zero",
+        r#"slave { pcm "hw:0,0" buffer_size 0 }"#,
+        &["slave.buffer_size"],
+    ),
+    (
+        "periods_one",
+        r#"slave { pcm "hw:0,0" periods 1 }"#,
+        &["slave.periods"],
+    ),
+    (
+        "perm_type",
+        r#"slave "hw:0,0" ipc_perm "rw-rw----""#,
+        &["ipc_perm"],
+    ),
 ];
 
 #[test]
