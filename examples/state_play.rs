@@ -2,10 +2,12 @@
 //! the application saw. The VM state tests (tests/states.rs) capture the result and check every
 //! frame: the counter makes loss, repetition and silence visible sample by sample.
 //!
-//! `state_play PCM SCENARIO FRAMES`
+//! `state_play PCM SCENARIO FRAMES [--shift S] [--mod M] [--channels C] [--buffer B]`
 //!
-//! The signal: S16_LE, mono, 48 kHz; frame `n` holds `(n % 65535) + 1` (never 0, so silence is
-//! never a frame). Period 1024, buffer 4096 frames. Scenarios:
+//! The signal: S16_LE, 48 kHz; frame `n` holds `((n % M) + 1) << S` on each of its C channels
+//! (default M 65535, S 0, C 1: never 0, so silence is never a frame). With a shift, two counters
+//! can share a channel without carries (one in the high bits, a small one in the low bits): the
+//! crash tests use that to see a killed client's samples in the same sums as a survivor's. Period 1024, buffer 4096 frames. Scenarios:
 //!
 //! - `plain`: write everything, drain.
 //! - `pause`: pause halfway for 0.5 s, resume, finish.
@@ -31,8 +33,31 @@ const RATE: u32 = 48_000;
 const PERIOD: snd_pcm_uframes_t = 1024;
 const BUFFER: snd_pcm_uframes_t = 4096;
 
+/// The counter's shape: frame `n` holds `((n % modulo) + 1) << shift` on every channel.
+#[derive(Clone, Copy)]
+struct Shape {
+    shift: u32,
+    modulo: u64,
+    channels: u32,
+    buffer: u64,
+}
+
+const DEFAULT_SHAPE: Shape = Shape {
+    shift: 0,
+    modulo: 65535,
+    channels: 1,
+    buffer: BUFFER as u64,
+};
+
+static SHAPE: std::sync::OnceLock<Shape> = std::sync::OnceLock::new();
+
+fn shape() -> Shape {
+    *SHAPE.get_or_init(|| DEFAULT_SHAPE)
+}
+
 fn value(n: u64) -> i16 {
-    ((n % 65535) + 1) as u16 as i16
+    let s = shape();
+    (((n % s.modulo) + 1) << s.shift) as u16 as i16
 }
 
 fn err(r: i64, what: &str) -> String {
@@ -78,13 +103,15 @@ impl Player {
     /// Write `count` frames of the signal starting at signal frame `from` (or wrong frames
     /// when `wrong`), handling EAGAIN (wait) and xruns (recover, counted).
     fn write(&mut self, from: u64, count: u64, wrong: bool) -> Result<(), String> {
+        let ch = shape().channels as usize;
         let data: Vec<i16> = (0..count)
-            .map(|i| {
-                if wrong {
+            .flat_map(|i| {
+                let v = if wrong {
                     value(from + i + 30_000)
                 } else {
                     value(from + i)
-                }
+                };
+                std::iter::repeat_n(v, ch)
             })
             .collect();
         let mut done = 0u64;
@@ -94,7 +121,7 @@ impl Player {
             let r = unsafe {
                 snd_pcm_writei(
                     self.pcm,
-                    data.as_ptr().add(done as usize) as *const libc::c_void,
+                    data.as_ptr().add(done as usize * ch) as *const libc::c_void,
                     n as snd_pcm_uframes_t,
                 )
             };
@@ -183,9 +210,13 @@ fn open(name: &str, nonblock: bool, start_threshold: Option<u64>) -> Result<Play
             snd_pcm_hw_params_set_format(pcm, hw, SND_PCM_FORMAT_S16_LE),
             "set_format",
         )?;
-        check(snd_pcm_hw_params_set_channels(pcm, hw, 1), "set_channels")?;
+        check(
+            snd_pcm_hw_params_set_channels(pcm, hw, shape().channels),
+            "set_channels",
+        )?;
         check(snd_pcm_hw_params_set_rate(pcm, hw, RATE, 0), "set_rate")?;
-        let mut b = BUFFER;
+        let want = shape().buffer as snd_pcm_uframes_t;
+        let mut b = want;
         check(
             snd_pcm_hw_params_set_buffer_size_near(pcm, hw, &mut b),
             "set_buffer",
@@ -197,10 +228,8 @@ fn open(name: &str, nonblock: bool, start_threshold: Option<u64>) -> Result<Play
         )?;
         check(snd_pcm_hw_params(pcm, hw), "hw_params")?;
         snd_pcm_hw_params_free(hw);
-        if b != BUFFER || p != PERIOD {
-            return Err(format!(
-                "got period {p} buffer {b}, wanted {PERIOD}/{BUFFER}"
-            ));
+        if b != want || p != PERIOD {
+            return Err(format!("got period {p} buffer {b}, wanted {PERIOD}/{want}"));
         }
         let mut sw: *mut snd_pcm_sw_params_t = ptr::null_mut();
         check(snd_pcm_sw_params_malloc(&mut sw), "sw_params_malloc")?;
@@ -325,14 +354,14 @@ fn run(pcm_name: &str, scenario: &str, frames: u64) -> Result<(), String> {
             p.drain()?;
         }
         "start-explicit" => {
-            p.write(0, BUFFER as u64, false)?;
+            p.write(0, shape().buffer, false)?;
             std::thread::sleep(Duration::from_millis(200));
             let s1 = state_name(p.state());
             // SAFETY: a live PCM handle.
             check(unsafe { snd_pcm_start(p.pcm) }, "start")?;
             let s2 = state_name(p.state());
             println!("before_start={s1} after_start={s2}");
-            p.write(BUFFER as u64, frames - BUFFER as u64, false)?;
+            p.write(shape().buffer, frames - shape().buffer, false)?;
             p.drain()?;
         }
         "rewind" => {
@@ -352,6 +381,15 @@ fn run(pcm_name: &str, scenario: &str, frames: u64) -> Result<(), String> {
         }
         "forward" => {
             p.write(0, half, false)?;
+            // Forward only what there is room for (alsa-lib's ioplug does not clamp it).
+            let t = Instant::now();
+            // SAFETY: a live PCM handle (avail_update refreshes the position forwardable uses).
+            while unsafe { snd_pcm_avail_update(p.pcm).min(snd_pcm_forwardable(p.pcm)) } < 1000 {
+                if t.elapsed() > Duration::from_secs(2) {
+                    return Err("no room to forward 1000 frames within 2 s".into());
+                }
+                std::thread::sleep(Duration::from_millis(2));
+            }
             // SAFETY: a live PCM handle.
             let r = unsafe { snd_pcm_forward(p.pcm, 1000) };
             if r != 1000 {
@@ -383,9 +421,29 @@ fn run(pcm_name: &str, scenario: &str, frames: u64) -> Result<(), String> {
 }
 
 fn main() -> ExitCode {
-    let args: Vec<String> = std::env::args().skip(1).collect();
+    let mut args: Vec<String> = std::env::args().skip(1).collect();
+    let mut sh = DEFAULT_SHAPE;
+    while args.len() > 3 {
+        let (k, v) = (args[args.len() - 2].clone(), args[args.len() - 1].clone());
+        let Ok(v) = v.parse::<u64>() else {
+            eprintln!("state_play: {k} needs a number");
+            return ExitCode::from(2);
+        };
+        match k.as_str() {
+            "--shift" if v < 16 => sh.shift = v as u32,
+            "--mod" if v > 0 => sh.modulo = v,
+            "--channels" if (1..=8).contains(&v) => sh.channels = v as u32,
+            "--buffer" if (2048..=65536).contains(&v) => sh.buffer = v,
+            _ => {
+                eprintln!("state_play: bad option {k} {v}");
+                return ExitCode::from(2);
+            }
+        }
+        args.truncate(args.len() - 2);
+    }
+    let _ = SHAPE.set(sh);
     let [pcm, scenario, frames] = args.as_slice() else {
-        eprintln!("usage: state_play PCM SCENARIO FRAMES");
+        eprintln!("usage: state_play PCM SCENARIO FRAMES [--shift S] [--mod M] [--channels C] [--buffer B]");
         return ExitCode::from(2);
     };
     let Ok(frames) = frames.parse::<u64>() else {

@@ -339,6 +339,28 @@ fn other_mixers(name: &str, card: u32, device: u32, sub: u32) -> Vec<String> {
 
 /// The server could not open the device because it is busy: say who holds it, and when it is
 /// another rdmix mixer, how to make one mixer shared instead.
+/// If the substream is open but the process that opened it has exited, the fds it handed out
+/// keep it open: the clients of a server that was killed. Returns that server's pid.
+fn orphaned_by(card: u32, device: u32, sub: u32) -> Option<u32> {
+    let st = std::fs::read_to_string(format!(
+        "/proc/asound/card{card}/pcm{device}p/sub{sub}/status"
+    ))
+    .ok()?;
+    let pid: u32 = st
+        .lines()
+        .find_map(|l| l.strip_prefix("owner_pid"))?
+        .trim_start_matches([' ', '\t', ':'])
+        .trim()
+        .parse()
+        .ok()?;
+    // Gone, or a zombie nobody has reaped yet (its fds are closed either way).
+    let state = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| s.rsplit_once(')').map(|(_, r)| r.trim_start().chars().next()))
+        .flatten();
+    matches!(state, None | Some('Z') | Some('X')).then_some(pid)
+}
+
 fn busy_error(cfg: &PluginConfig, e: Error, others: &[String]) -> Error {
     let msg = match others.first() {
         Some(m) => {
@@ -386,6 +408,21 @@ pub fn open(cfg: &PluginConfig) -> Result<Connection> {
                     // unbinds its name first): retry. Another mixer that still listens is not
                     // leaving: fail now, saying whose it is.
                     let others = other_mixers(&name, cfg.hw.card, cfg.hw.device, sub);
+                    // A mixer that still listens holds the device: name it (checked first: the
+                    // device's owner_pid is the server's foreground process, gone after it forks).
+                    if !others.is_empty() {
+                        return Err(busy_error(cfg, e, &others));
+                    }
+                    if let Some(pid) = orphaned_by(cfg.hw.card, cfg.hw.device, sub) {
+                        return Err(Error::new(
+                            e.kind(),
+                            libc::EBUSY,
+                            format!(
+                                "{} is busy: the rdmix server that opened it (pid {pid}) is gone,                                  and its clients still play on it (they keep their sound); this                                  client can join once they have closed it",
+                                cfg.slave_name
+                            ),
+                        ));
+                    }
                     if !others.is_empty() || Instant::now() >= deadline {
                         return Err(busy_error(cfg, e, &others));
                     }

@@ -123,7 +123,14 @@ pub struct Server {
     /// A spare fd (on /dev/null), given up to accept and close one connection when the fd table
     /// is full: otherwise EMFILE leaves the listener readable and `poll` spinning.
     reserve: Option<OwnedFd>,
+    /// The device's status page, for the housekeeping sweep's hardware position.
+    status: crate::hw::StatusPage,
+    last_sweep: Instant,
 }
+
+/// How often the server re-tags stale accumulators (see `mix::refresh_stale`): far more often
+/// than the 2^23 laps (hours) after which a stale lap would look newer.
+const SWEEP_INTERVAL: Duration = Duration::from_secs(10);
 
 #[derive(Debug)]
 pub enum Bound {
@@ -172,6 +179,7 @@ pub fn setup(o: &Options) -> Result<Bound> {
         subdevice: o.subdevice.unwrap_or(0),
     };
     let shared = SharedState::create(&g, std::process::id())?;
+    let status = hw.map_status()?;
     Ok(Bound::Ready(Box::new(Server {
         listener,
         hw,
@@ -183,6 +191,8 @@ pub fn setup(o: &Options) -> Result<Bound> {
         had_client: false,
         started: Instant::now(),
         reserve: None,
+        status,
+        last_sweep: Instant::now(),
     })))
 }
 
@@ -220,7 +230,14 @@ impl Server {
                 self.accept_all();
             }
             self.expire_silent();
+            if self.last_sweep.elapsed() >= SWEEP_INTERVAL {
+                self.sweep();
+            }
         }
+        eprintln!(
+            "rdmix-server {}: no client left, stopping the device and exiting",
+            std::process::id()
+        );
         // Unbind the name first so no new client connects to a server that is leaving.
         drop(self.listener);
         let _ = self.hw.drop_stream();
@@ -231,6 +248,18 @@ impl Server {
     /// or ENFILE closes the oldest silent connection, or else accepts and drops the newcomer
     /// through the reserve fd; transient errors skip one connection; anything else waits for
     /// the next round.
+    /// Housekeeping off the real-time path: keep stale lap tags from wrapping.
+    fn sweep(&mut self) {
+        self.last_sweep = Instant::now();
+        let g = self.shared.geometry();
+        crate::mix::refresh_stale(
+            self.shared.sum_ring(),
+            g.channels as usize,
+            g.buffer_size,
+            self.status.hw_ptr(),
+        );
+    }
+
     fn accept_all(&mut self) {
         if self.reserve.is_none() {
             self.reserve = std::fs::File::open("/dev/null").ok().map(OwnedFd::from);

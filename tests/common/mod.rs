@@ -219,6 +219,71 @@ pub fn analyze_edges(cap: &[[i16; 2]], n: u32, salt: u16, buffer: u32, slack: u3
     e
 }
 
+/// A run of consecutive counter frames (examples/state_play's signal) in one channel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Seg {
+    /// Capture frame where it starts.
+    pub at: usize,
+    /// Signal frame index of its first frame.
+    pub first: u64,
+    pub len: u64,
+    /// Silent frames between the previous run (or the capture start) and this one.
+    pub gap: usize,
+}
+
+impl Seg {
+    pub fn end(&self) -> u64 {
+        self.first + self.len
+    }
+}
+
+/// Split decoded counter values (`(n % modulo) + 1` for frame `n`, 0 for silence) into runs of
+/// consecutive frames. A run's signal index is the one with its residue nearest to where the
+/// previous run ended (one signal, interrupted), or with `restarts` the smallest (every run a
+/// new stream from frame 0).
+pub fn counter_runs(vals: &[u32], modulo: u64) -> Vec<Seg> {
+    runs_of(vals, modulo, false)
+}
+
+/// [`counter_runs`] for streams that each start again from frame 0.
+pub fn restarting_runs(vals: &[u32], modulo: u64) -> Vec<Seg> {
+    runs_of(vals, modulo, true)
+}
+
+fn runs_of(vals: &[u32], modulo: u64, restarts: bool) -> Vec<Seg> {
+    let mut v: Vec<Seg> = Vec::new();
+    let mut gap = 0usize;
+    let mut prev_end = 0u64;
+    for (i, &s) in vals.iter().enumerate() {
+        if s == 0 {
+            gap += 1;
+            continue;
+        }
+        let m = (s as u64 - 1) % modulo;
+        if let Some(last) = v.last_mut() {
+            if gap == 0 && last.at + last.len as usize == i && last.end() % modulo == m {
+                last.len += 1;
+                continue;
+            }
+            prev_end = last.end();
+        }
+        let base = if restarts {
+            0
+        } else {
+            prev_end.saturating_sub(modulo / 2)
+        };
+        let first = base + (m + modulo - base % modulo) % modulo;
+        v.push(Seg {
+            at: i,
+            first,
+            len: 1,
+            gap,
+        });
+        gap = 0;
+    }
+    v
+}
+
 pub fn project_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }

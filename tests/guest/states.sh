@@ -1,6 +1,6 @@
 #!/bin/sh
 # Guest side of tests/states.rs (busybox sh in the test VM).
-# Env: OUT, SO, SERVER, STATE_PLAY, SCENARIOS (space-separated list).
+# Env: OUT, SO, SERVER, STATE_PLAY, RDMIX_CLI, SCENARIOS (space-separated list).
 #
 # For each scenario: capture hw:Loopback,1,0 (S16_LE stereo) while a partner client plays a
 # plain counter on the right channel (rdmix_r) for the whole time and examples/state_play runs
@@ -10,8 +10,9 @@
 set -u
 cd "$OUT" || exit 90
 mkdir -p /tmp/rdmix
-cp "$SO" "$SERVER" "$STATE_PLAY" /tmp/rdmix/ || exit 91
+cp "$SO" "$SERVER" "$STATE_PLAY" "$RDMIX_CLI" /tmp/rdmix/ || exit 91
 SP=/tmp/rdmix/state_play
+CLI=/tmp/rdmix/rdmix
 cat > asound.conf <<CONF
 pcm_type.rdmix { lib "/tmp/rdmix/$(basename "$SO")" }
 pcm.rdmix_l {
@@ -42,9 +43,15 @@ for s in $SCENARIOS; do
     chrt -f 2 arecord -q -D hw:Loopback,1,0 -f S16_LE -r 48000 -c 2 -t raw -d 5 "cap_$s.raw" 2>"arecord_$s.log" &
     rec=$!
     usleep 300000
-    chrt -f 1 $SP rdmix_r plain 192000 >"pout_$s.txt" 2>"perr_$s.txt" &
+    export RDMIX_SERVER_LOG=$OUT/server_$s.log
+    chrt -f 1 $SP rdmix_r plain 192000 --buffer 8192 >"pout_$s.txt" 2>"perr_$s.txt" &
     partner=$!
-    usleep 400000
+    # Start the scenario once the partner is being mixed (its start-up time varies under TCG).
+    n=0
+    until $CLI status --json 2>/dev/null | grep -q '"frames_mixed":[1-9]' || [ $n -ge 100 ]; do
+        usleep 20000; n=$((n+1))
+    done
+    usleep 200000
     RDMIX_TRACE=$TRACE chrt -f 1 $SP rdmix_l "$s" 72000 >"out_$s.txt" 2>"err_$s.txt"
     echo $? >"status_$s"
     wait $partner
