@@ -100,6 +100,9 @@ pub struct Stream {
     floor: u64,
     /// While paused: the first client frame taken back out of the mix; the position stops there.
     cut: u64,
+    /// The application moved its pointer past the buffer (see `follow_appl`): the next
+    /// `pointer` reports an xrun.
+    overrun: bool,
     /// The hardware position's observed step (gcd of the deltas seen; 0 until known): the
     /// position can lag the truth by up to this much, so wakeups wait that much longer.
     granule: u64,
@@ -211,6 +214,7 @@ impl Stream {
             anchor: None,
             floor: 0,
             cut: 0,
+            overrun: false,
             granule: 0,
             granule_samples: 0,
             slave_raw: raw,
@@ -321,6 +325,7 @@ impl Stream {
         self.base = 0;
         self.floor = 0;
         self.cut = 0;
+        self.overrun = false;
         Ok(())
     }
 
@@ -475,6 +480,18 @@ impl Stream {
         }
         let ahead = (appl + b - ours) % b;
         if ahead <= self.p.buffer_size {
+            // alsa-lib's ioplug does not clamp snd_pcm_forward to the room in the buffer (the
+            // kernel does, for a hardware PCM): an application that skips further has lost
+            // track of the stream, and its buffer would overrun. Treat it as the xrun it is.
+            if self.run == Run::Running
+                && self.written + ahead > self.played() + self.p.buffer_size
+            {
+                self.retract();
+                self.run = Run::Stopped;
+                self.overrun = true;
+                self.written += ahead;
+                return;
+            }
             self.forward(ahead);
         } else {
             let back = (b - ahead).min(self.written);
@@ -573,6 +590,13 @@ impl Stream {
                 }
                 self.anchor = None;
             }
+        }
+        if self.written > self.mixed + self.p.buffer_size {
+            // The ring holds only the last buffer of frames: older ones cannot be mixed (alsa-lib
+            // keeps an application within its buffer; this guards the mix if it does not).
+            let skip = self.written - self.p.buffer_size - self.mixed;
+            self.mixed += skip;
+            late += skip * self.bindings.iter().flatten().count() as u64;
         }
         let p = self.base + self.mixed;
         if p < now && self.mixed < self.written {
@@ -727,6 +751,13 @@ impl Stream {
 
     /// The position to report to alsa-lib, or an xrun.
     pub fn pointer(&mut self, draining: bool) -> Result<u64> {
+        if self.overrun {
+            return Err(Error::new(
+                crate::error::ErrorKind::Xrun,
+                libc::EPIPE,
+                "the application forwarded past the end of its buffer",
+            ));
+        }
         match self.run {
             Run::Stopped => return Ok(0),
             Run::Paused => {
