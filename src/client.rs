@@ -337,8 +337,6 @@ fn other_mixers(name: &str, card: u32, device: u32, sub: u32) -> Vec<String> {
         .collect()
 }
 
-/// The server could not open the device because it is busy: say who holds it, and when it is
-/// another rdmix mixer, how to make one mixer shared instead.
 /// If the substream is open but the process that opened it has exited, the fds it handed out
 /// keep it open: the clients of a server that was killed. Returns that server's pid.
 fn orphaned_by(card: u32, device: u32, sub: u32) -> Option<u32> {
@@ -356,11 +354,16 @@ fn orphaned_by(card: u32, device: u32, sub: u32) -> Option<u32> {
     // Gone, or a zombie nobody has reaped yet (its fds are closed either way).
     let state = std::fs::read_to_string(format!("/proc/{pid}/stat"))
         .ok()
-        .and_then(|s| s.rsplit_once(')').map(|(_, r)| r.trim_start().chars().next()))
+        .and_then(|s| {
+            s.rsplit_once(')')
+                .map(|(_, r)| r.trim_start().chars().next())
+        })
         .flatten();
     matches!(state, None | Some('Z') | Some('X')).then_some(pid)
 }
 
+/// The server could not open the device because it is busy: say who holds it, and when it is
+/// another rdmix mixer, how to make one mixer shared instead.
 fn busy_error(cfg: &PluginConfig, e: Error, others: &[String]) -> Error {
     let msg = match others.first() {
         Some(m) => {
@@ -418,7 +421,9 @@ pub fn open(cfg: &PluginConfig) -> Result<Connection> {
                             e.kind(),
                             libc::EBUSY,
                             format!(
-                                "{} is busy: the rdmix server that opened it (pid {pid}) is gone,                                  and its clients still play on it (they keep their sound); this                                  client can join once they have closed it",
+                                "{} is busy: the rdmix server that opened it (pid {pid}) is \
+                                 gone, and its clients still play on it (they keep their \
+                                 sound); this client can join once they have closed it",
                                 cfg.slave_name
                             ),
                         ));
