@@ -244,10 +244,6 @@ impl Server {
         Ok(())
     }
 
-    /// Accept what the backlog holds (at most `ACCEPT_BATCH`). Never spins on an error: EMFILE
-    /// or ENFILE closes the oldest silent connection, or else accepts and drops the newcomer
-    /// through the reserve fd; transient errors skip one connection; anything else waits for
-    /// the next round.
     /// Housekeeping off the real-time path: keep stale lap tags from wrapping.
     fn sweep(&mut self) {
         self.last_sweep = Instant::now();
@@ -260,6 +256,10 @@ impl Server {
         );
     }
 
+    /// Accept what the backlog holds (at most `ACCEPT_BATCH`). Never spins on an error: EMFILE
+    /// or ENFILE closes the oldest silent connection, or else accepts and drops the newcomer
+    /// through the reserve fd; transient errors skip one connection; anything else waits for
+    /// the next round.
     fn accept_all(&mut self) {
         if self.reserve.is_none() {
             self.reserve = std::fs::File::open("/dev/null").ok().map(OwnedFd::from);
@@ -549,9 +549,26 @@ pub fn daemonize() -> Result<()> {
     Ok(())
 }
 
+/// Leave a real-time scheduling policy inherited from the application that started us (audio
+/// programs often run SCHED_FIFO): the server does no real-time work, and any local user can
+/// connect to an abstract socket, so a real-time server kept busy by a connection flood would
+/// take the CPU from everything below its priority, the mixing clients' feeders included.
+fn drop_realtime() {
+    // SAFETY: sched_getscheduler/sched_setscheduler act on our own process; the parameter is a
+    // plain struct that lives across the call.
+    unsafe {
+        let policy = libc::sched_getscheduler(0) & !libc::SCHED_RESET_ON_FORK;
+        if policy == libc::SCHED_FIFO || policy == libc::SCHED_RR {
+            let param = libc::sched_param { sched_priority: 0 };
+            libc::sched_setscheduler(0, libc::SCHED_OTHER, &param);
+        }
+    }
+}
+
 /// The whole server: returns the process exit status.
 pub fn main(args: &[String]) -> i32 {
     close_inherited_fds();
+    drop_realtime();
     // SAFETY: installing SIG_IGN for SIGPIPE in our own single-threaded process.
     unsafe { libc::signal(libc::SIGPIPE, libc::SIG_IGN) };
     let o = match parse_args(args) {

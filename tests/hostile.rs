@@ -75,6 +75,7 @@ fn server_survives_hostile_peers_while_two_clients_mix_exactly() {
     let summary = read(&dir, "hostile.log");
     println!("{}", summary.trim());
     println!("{}", read(&dir, "hostile.err").trim());
+    println!("scheduling: {}", read(&dir, "sched").trim());
     if num(&dir, "status_hostile") != 0 {
         failures.push(format!(
             "hostile exited {}: {}",

@@ -49,12 +49,16 @@ until /tmp/rdmix/hostile --socket "$sock" --messages 0 --expect-clients 2 >/dev/
     n=$((n + 1))
     [ $n -ge 10 ] && break
 done
-cat /tmp/sig/sig_a.raw > /tmp/fifo_a &
-cat /tmp/sig/sig_b.raw > /tmp/fifo_b &
+# The feeders run SCHED_FIFO like the players: at normal priority they compete with the attack
+# (and the server, which inherits the first player's SCHED_FIFO) and may leave a player's FIFO
+# empty long enough for an underrun.
+chrt -f 1 cat /tmp/sig/sig_a.raw > /tmp/fifo_a &
+chrt -f 1 cat /tmp/sig/sig_b.raw > /tmp/fifo_b &
 usleep 500000
 
 pid=$(pidof rdmix-server)
 echo "$pid" > server_pid_before
+{ chrt -p "$pid"; chrt -p $pa; } > sched 2>&1
 ls -l /proc/"$pid"/fd > server_fd_list_before 2>&1
 ls /proc/"$pid"/fd | wc -l > server_fds_before
 echo "attacking $sock (server pid $pid, $(cat server_fds_before) fds) with $MESSAGES messages"
