@@ -20,7 +20,8 @@
 //! - `underrun`: stop writing for 0.3 s halfway (an xrun), recover, finish.
 //!
 //! Every scenario also samples `snd_pcm_status` after each write and prints how far the
-//! position (`written - delay`) strays from a straight line at the nominal rate.
+//! position (`written - delay`) strays from a straight line against the status's high-resolution
+//! timestamp.
 
 use std::ffi::{CStr, CString};
 use std::process::ExitCode;
@@ -46,7 +47,7 @@ const DEFAULT_SHAPE: Shape = Shape {
     shift: 0,
     modulo: 65535,
     channels: 1,
-    buffer: BUFFER as u64,
+    buffer: BUFFER,
 };
 
 static SHAPE: std::sync::OnceLock<Shape> = std::sync::OnceLock::new();
@@ -84,13 +85,29 @@ struct Player {
     eagain: u32,
     /// (seconds, written - delay) after each write, for the position check.
     positions: Vec<(f64, f64)>,
-    t0: Instant,
 }
 
 impl Player {
     fn state(&self) -> i32 {
         // SAFETY: a live PCM handle.
         unsafe { snd_pcm_state(self.pcm) as i32 }
+    }
+
+    /// `snd_pcm_status`: its high-resolution timestamp (seconds) and delay, taken together.
+    fn status(&self) -> Option<(f64, i64)> {
+        let mut st: *mut snd_pcm_status_t = ptr::null_mut();
+        // SAFETY: a live PCM handle; the status container is allocated and freed here.
+        unsafe {
+            if snd_pcm_status_malloc(&mut st) < 0 {
+                return None;
+            }
+            let r = snd_pcm_status(self.pcm, st);
+            let mut ts = std::mem::zeroed::<snd_htimestamp_t>();
+            snd_pcm_status_get_htstamp(st, &mut ts);
+            let d = snd_pcm_status_get_delay(st);
+            snd_pcm_status_free(st);
+            (r >= 0).then_some((ts.tv_sec as f64 + ts.tv_nsec as f64 * 1e-9, d as i64))
+        }
     }
 
     fn delay(&self) -> Result<i64, String> {
@@ -111,12 +128,12 @@ impl Player {
                 } else {
                     value(from + i)
                 };
-                std::iter::repeat_n(v, ch)
+                std::iter::repeat(v).take(ch)
             })
             .collect();
         let mut done = 0u64;
         while done < count {
-            let n = (count - done).min(PERIOD as u64);
+            let n = (count - done).min(PERIOD);
             // SAFETY: `data` holds `count` mono frames; we pass a slice of `n` of them.
             let r = unsafe {
                 snd_pcm_writei(
@@ -143,12 +160,9 @@ impl Player {
             }
             done += r as u64;
             self.written += r as u64;
-            if let Ok(d) = self.delay() {
+            if let Some((t, d)) = self.status() {
                 if self.state() == SND_PCM_STATE_RUNNING as i32 {
-                    self.positions.push((
-                        self.t0.elapsed().as_secs_f64(),
-                        self.written as f64 - d as f64,
-                    ));
+                    self.positions.push((t, self.written as f64 - d as f64));
                 }
             }
         }
@@ -260,7 +274,6 @@ fn open(name: &str, nonblock: bool, start_threshold: Option<u64>) -> Result<Play
         xruns: 0,
         eagain: 0,
         positions: Vec::new(),
-        t0: Instant::now(),
     })
 }
 

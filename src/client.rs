@@ -337,29 +337,40 @@ fn other_mixers(name: &str, card: u32, device: u32, sub: u32) -> Vec<String> {
         .collect()
 }
 
-/// If the substream is open but the process that opened it has exited, the fds it handed out
-/// keep it open: the clients of a server that was killed. Returns that server's pid.
-fn orphaned_by(card: u32, device: u32, sub: u32) -> Option<u32> {
-    let st = std::fs::read_to_string(format!(
-        "/proc/asound/card{card}/pcm{device}p/sub{sub}/status"
-    ))
-    .ok()?;
-    let pid: u32 = st
-        .lines()
-        .find_map(|l| l.strip_prefix("owner_pid"))?
-        .trim_start_matches([' ', '\t', ':'])
-        .trim()
-        .parse()
-        .ok()?;
-    // Gone, or a zombie nobody has reaped yet (its fds are closed either way).
-    let state = std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .ok()
-        .and_then(|s| {
-            s.rsplit_once(')')
-                .map(|(_, r)| r.trim_start().chars().next())
-        })
-        .flatten();
-    matches!(state, None | Some('Z') | Some('X')).then_some(pid)
+/// Who holds the device when the server could not open it: if an `rdmix-server` holds it
+/// (one that is exiting, or one we may not inspect), `None` (worth a retry); if only processes
+/// that map rdmix shared state hold it, the clients of a server that is gone: their pids.
+/// Read from `/proc/*/fd` and `/proc/*/maps` (our own processes; others are skipped), off the
+/// real-time path, only after a failed start.
+fn orphaned_clients(card: u32, device: u32) -> Option<Vec<u32>> {
+    let dev = std::path::PathBuf::from(format!("/dev/snd/pcmC{card}D{device}p"));
+    let mut clients = Vec::new();
+    for e in std::fs::read_dir("/proc").ok()?.flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
+            continue;
+        };
+        let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+        let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
+            if comm.trim() == "rdmix-server" {
+                return None;
+            }
+            continue;
+        };
+        let holds = fds
+            .flatten()
+            .any(|f| std::fs::read_link(f.path()).is_ok_and(|l| l == dev));
+        if !holds {
+            continue;
+        }
+        if comm.trim() == "rdmix-server" {
+            return None;
+        }
+        let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).unwrap_or_default();
+        if maps.contains("memfd:rdmix-shared-state") {
+            clients.push(pid);
+        }
+    }
+    (!clients.is_empty()).then_some(clients)
 }
 
 /// The server could not open the device because it is busy: say who holds it, and when it is
@@ -416,13 +427,13 @@ pub fn open(cfg: &PluginConfig) -> Result<Connection> {
                     if !others.is_empty() {
                         return Err(busy_error(cfg, e, &others));
                     }
-                    if let Some(pid) = orphaned_by(cfg.hw.card, cfg.hw.device, sub) {
+                    if let Some(pids) = orphaned_clients(cfg.hw.card, cfg.hw.device) {
                         return Err(Error::new(
                             e.kind(),
                             libc::EBUSY,
                             format!(
-                                "{} is busy: the rdmix server that opened it (pid {pid}) is \
-                                 gone, and its clients still play on it (they keep their \
+                                "{} is busy: the rdmix server that opened it is gone, and its \
+                                 clients (pids {pids:?}) still play on it (they keep their \
                                  sound); this client can join once they have closed it",
                                 cfg.slave_name
                             ),

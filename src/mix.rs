@@ -143,13 +143,13 @@ pub fn refresh_stale(sum: &[AtomicU64], channels: usize, buffer_size: u64, hw: u
         let floor = cur.wrapping_sub(STALE_LAPS) & LAP_MASK as u32;
         let v = acc.load(Ordering::Acquire);
         let (l, _) = unpack(v);
-        if l != floor && lap_newer(floor, l) {
-            if acc
+        if l != floor
+            && lap_newer(floor, l)
+            && acc
                 .compare_exchange(v, pack(floor, 0), Ordering::SeqCst, Ordering::Relaxed)
                 .is_ok()
-            {
-                n += 1;
-            }
+        {
+            n += 1;
         }
     }
     n

@@ -27,6 +27,7 @@ pub static __snd_pcm_rdmix_open_dlsym_pcm_001: c_char = 0;
 const SND_PCM_STREAM_PLAYBACK: c_int = 0;
 const SND_PCM_NONBLOCK: c_int = 1;
 const SND_PCM_STATE_DRAINING: c_int = 5;
+const SND_PCM_STATE_XRUN: c_int = 4;
 const SND_PCM_STATE_RUNNING: c_int = 3;
 const SND_PCM_STATE_PREPARED: c_int = 2;
 
@@ -359,6 +360,9 @@ unsafe extern "C" fn cb_delay(io: *mut snd_pcm_ioplug_t, delayp: *mut snd_pcm_sf
             if state(io) == SND_PCM_STATE_RUNNING || state(io) == SND_PCM_STATE_DRAINING {
                 if let Err(e) = s.pointer(state(io) == SND_PCM_STATE_DRAINING) {
                     if e.errno() == libc::EPIPE {
+                        // alsa-lib's delay path does not look at the result: put the PCM in
+                        // XRUN here, as its pointer path would.
+                        snd_pcm_ioplug_set_state(io, SND_PCM_STATE_XRUN);
                         return -libc::EPIPE;
                     }
                     return report(name, &e);

@@ -100,9 +100,11 @@ pub struct Stream {
     floor: u64,
     /// While paused: the first client frame taken back out of the mix; the position stops there.
     cut: u64,
-    /// The application moved its pointer past the buffer (see `follow_appl`): the next
-    /// `pointer` reports an xrun.
-    overrun: bool,
+    /// An xrun happened (an underrun, or the application moved its pointer past the buffer,
+    /// see `follow_appl`): every `pointer` reports it until the next prepare, as a hardware PCM
+    /// stays in XRUN. (Reported once only, it could be consumed by a `delay` call, which does
+    /// not change alsa-lib's state, and the stream would hang RUNNING with nothing to wait for.)
+    xrun: Option<&'static str>,
     /// The hardware position's observed step (gcd of the deltas seen; 0 until known): the
     /// position can lag the truth by up to this much, so wakeups wait that much longer.
     granule: u64,
@@ -214,7 +216,7 @@ impl Stream {
             anchor: None,
             floor: 0,
             cut: 0,
-            overrun: false,
+            xrun: None,
             granule: 0,
             granule_samples: 0,
             slave_raw: raw,
@@ -325,7 +327,7 @@ impl Stream {
         self.base = 0;
         self.floor = 0;
         self.cut = 0;
-        self.overrun = false;
+        self.xrun = None;
         Ok(())
     }
 
@@ -406,6 +408,7 @@ impl Stream {
         }
         self.run = Run::Stopped;
         self.anchor = None;
+        self.xrun = None;
     }
 
     /// Pause: take the unplayed frames back out of the mix and keep them; the position runs on
@@ -483,12 +486,11 @@ impl Stream {
             // alsa-lib's ioplug does not clamp snd_pcm_forward to the room in the buffer (the
             // kernel does, for a hardware PCM): an application that skips further has lost
             // track of the stream, and its buffer would overrun. Treat it as the xrun it is.
-            if self.run == Run::Running
-                && self.written + ahead > self.played() + self.p.buffer_size
+            if self.run == Run::Running && self.written + ahead > self.played() + self.p.buffer_size
             {
                 self.retract();
                 self.run = Run::Stopped;
-                self.overrun = true;
+                self.xrun = Some("the application forwarded past the end of its buffer");
                 self.written += ahead;
                 return;
             }
@@ -751,12 +753,8 @@ impl Stream {
 
     /// The position to report to alsa-lib, or an xrun.
     pub fn pointer(&mut self, draining: bool) -> Result<u64> {
-        if self.overrun {
-            return Err(Error::new(
-                crate::error::ErrorKind::Xrun,
-                libc::EPIPE,
-                "the application forwarded past the end of its buffer",
-            ));
+        if let Some(why) = self.xrun {
+            return Err(Error::new(crate::error::ErrorKind::Xrun, libc::EPIPE, why));
         }
         match self.run {
             Run::Stopped => return Ok(0),
@@ -782,6 +780,7 @@ impl Stream {
                 // a stop_threshold below the buffer size) must not play.
                 self.retract();
                 self.run = Run::Stopped;
+                self.xrun = Some("underrun");
                 return Err(Error::new(
                     crate::error::ErrorKind::Xrun,
                     libc::EPIPE,

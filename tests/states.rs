@@ -134,11 +134,11 @@ fn check(dir: &Path, s: &str) -> Result<String, String> {
             let (rate, dev) = (num(&m, "position_rate")?, num(&m, "position_dev_max")?);
             if (rate - RATE).abs() > RATE * 0.02 || dev > 2048.0 {
                 return Err(format!(
-                    "position (written - delay) strays from the clock: rate {rate:.0}/s, \
+                    "position (written - delay) strays from the status htstamp: rate {rate:.0}/s, \
                      off by up to {dev:.0} frames"
                 ));
             }
-            format!("position rate {rate:.0}/s, within {dev:.0} frames of a line")
+            format!("position vs status htstamp: {rate:.0}/s, within {dev:.0} frames of a line")
         }
         "pause" => {
             let [a, b] = left.as_slice() else {
