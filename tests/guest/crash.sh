@@ -88,7 +88,7 @@ i=0
 : > kill.txt
 while [ $i -lt "$KILL_LOOPS" ]; do
     settle
-    chrt -f 1 $SP rdmix_k plain 96000 $LO >/dev/null 2>"k_err_$i.txt" &
+    chrt -f 1 $SP rdmix_k plain 96000 $LO --buffer 8192 >/dev/null 2>"k_err_$i.txt" &
     k=$!
     chrt -f 1 $SP rdmix_l plain 48000 $HI --buffer 8192 >/dev/null 2>"a_err_$i.txt" &
     a=$!
