@@ -10,6 +10,16 @@
 //! into one shared 4096-frame ring; the figure is wall time per client sample.
 //!
 //! `cargo run --release --example mix_bench`
+//!
+//! Two more modes measure the real kernels of `src/mix.rs` for every slave format (and a
+//! FLOAT_LE client on an S16_LE slave), used by the side-by-side benchmark (tests/bench/run.sh):
+//!
+//! - `mix_bench kernels`: wall time per client sample for 1, 2 and 8 writers mixing into one
+//!   ring at the same positions; lines `kernel FORMAT W NS_PER_SAMPLE`;
+//! - `mix_bench count FORMAT CHUNKS`: one writer mixes CHUNKS chunks, nothing else (FORMAT
+//!   `dmix-lockfree`: the dmix model above, S16); run under
+//!   `valgrind --tool=callgrind` at two chunk counts, the difference in instructions divided by
+//!   the difference in samples is the kernel's instructions per client sample.
 
 use std::sync::atomic::{AtomicI16, AtomicI32, AtomicU64, Ordering};
 use std::sync::{Arc, Barrier, Mutex};
@@ -131,7 +141,170 @@ fn mutex(s: &Shared, _w: usize, data: &[u8], pos: u64) {
     }
 }
 
+/// One writer's view of a ring in `fmt` (and the client format).
+struct Ring {
+    fmt: SlaveFormat,
+    client: ClientFormat,
+    /// The DMA buffer, 8-byte aligned.
+    dma: Vec<AtomicU64>,
+    sum: Vec<AtomicU64>,
+    layout: [ChannelLayout; CH],
+}
+
+impl Ring {
+    fn new(fmt: SlaveFormat, client: ClientFormat) -> Ring {
+        let bytes = fmt.bytes();
+        Ring {
+            fmt,
+            client,
+            dma: (0..(BUF * CH * bytes).div_ceil(8))
+                .map(|_| AtomicU64::new(0))
+                .collect(),
+            sum: (0..BUF * CH).map(|_| AtomicU64::new(0)).collect(),
+            layout: [
+                ChannelLayout {
+                    first: 0,
+                    step: CH * bytes,
+                },
+                ChannelLayout {
+                    first: bytes,
+                    step: CH * bytes,
+                },
+            ],
+        }
+    }
+
+    /// A chunk of client data for writer `w`.
+    fn chunk(&self, w: usize) -> Vec<u8> {
+        let cb = self.client.bytes(self.fmt);
+        let mut out = vec![0u8; CHUNK * CH * cb];
+        let amp = self.fmt.range().1 / 16;
+        for i in 0..CHUNK * CH {
+            let v = ((i * 31 + w * 977) % 2001) as i64 - 1000;
+            let x = v * amp / 1000;
+            match self.client {
+                ClientFormat::Native => self.fmt.encode(x, &mut out[i * cb..]),
+                ClientFormat::FloatLe => out[i * cb..i * cb + 4]
+                    .copy_from_slice(&(x as f32 / (amp * 16) as f32).to_le_bytes()),
+            }
+        }
+        out
+    }
+
+    fn mix(&self, data: &[u8], pos: u64) {
+        let cb = self.client.bytes(self.fmt);
+        let t = Target {
+            dma: self.dma.as_ptr() as *mut u8,
+            dma_len: BUF * CH * self.fmt.bytes(),
+            sum: &self.sum,
+            channels: &self.layout,
+            buffer_size: BUF as u64,
+            format: self.fmt,
+        };
+        let binds = [Some(0u16), Some(1)];
+        let src = Source {
+            data,
+            frames: CHUNK,
+            frame_bytes: CH * cb,
+            sample_bytes: cb,
+            bindings: &binds,
+            format: self.client,
+        };
+        // SAFETY: `dma` is a live, 8-byte aligned buffer of at least BUF*CH samples of `fmt`,
+        // laid out as `layout` says; `sum` holds BUF*CH accumulators.
+        unsafe { t.mix(pos, &src, 1) };
+    }
+}
+
+/// The kernel variants measured: every slave format with native clients, and FLOAT_LE clients
+/// on S16_LE.
+fn kernels() -> Vec<(String, SlaveFormat, ClientFormat)> {
+    let mut v: Vec<_> = SlaveFormat::ALL
+        .iter()
+        .map(|&f| (f.name().to_string(), f, ClientFormat::Native))
+        .collect();
+    v.push((
+        "FLOAT_LE>S16_LE".into(),
+        SlaveFormat::S16Le,
+        ClientFormat::FloatLe,
+    ));
+    v
+}
+
+fn kernel_times() {
+    for (name, fmt, client) in kernels() {
+        for writers in [1usize, 2, 8] {
+            let ring = Arc::new(Ring::new(fmt, client));
+            let barrier = Arc::new(Barrier::new(writers + 1));
+            let handles: Vec<_> = (0..writers)
+                .map(|w| {
+                    let (ring, barrier) = (ring.clone(), barrier.clone());
+                    std::thread::spawn(move || {
+                        let data = ring.chunk(w);
+                        barrier.wait();
+                        for c in 0..CHUNKS {
+                            ring.mix(&data, (c * CHUNK) as u64);
+                        }
+                    })
+                })
+                .collect();
+            barrier.wait();
+            let t = Instant::now();
+            for h in handles {
+                h.join().expect("writer");
+            }
+            let samples = (writers * CHUNKS * CHUNK * CH) as f64;
+            println!(
+                "kernel {name} {writers} {:.3}",
+                t.elapsed().as_nanos() as f64 / samples
+            );
+        }
+    }
+}
+
+fn count(name: &str, chunks: usize) -> Result<(), String> {
+    if name == "dmix-lockfree" {
+        // The dmix scheme's model above (S16 only), for reference.
+        let s = Shared {
+            dma: (0..BUF * CH).map(|_| AtomicI16::new(0)).collect(),
+            sum64: Vec::new(),
+            sum32: (0..BUF * CH).map(|_| AtomicI32::new(0)).collect(),
+            locked: Mutex::new(Vec::new()),
+        };
+        let data = src_chunk(0);
+        for c in 0..chunks {
+            dmix_lockfree(&s, 0, &data, (c * CHUNK) as u64);
+        }
+        println!("mixed {} client samples", chunks * CHUNK * CH);
+        return Ok(());
+    }
+    let (_, fmt, client) = kernels()
+        .into_iter()
+        .find(|k| k.0 == name)
+        .ok_or_else(|| format!("unknown format {name}"))?;
+    let ring = Ring::new(fmt, client);
+    let data = ring.chunk(0);
+    for c in 0..chunks {
+        ring.mix(&data, (c * CHUNK) as u64);
+    }
+    println!("mixed {} client samples", chunks * CHUNK * CH);
+    Ok(())
+}
+
 fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    match args.first().map(String::as_str) {
+        Some("kernels") => return kernel_times(),
+        Some("count") => {
+            let chunks = args.get(2).and_then(|c| c.parse().ok()).unwrap_or(100);
+            if let Err(e) = count(args.get(1).map_or("S16_LE", |s| s.as_str()), chunks) {
+                eprintln!("mix_bench: {e}");
+                std::process::exit(2);
+            }
+            return;
+        }
+        _ => {}
+    }
     println!("ns per client sample (S16 stereo, {CHUNK}-frame chunks, {BUF}-frame ring)\n");
     println!("| scheme         |  W |  ns/smp |\n|---|---|---|");
     for w in [1, 2, 8] {
