@@ -94,7 +94,7 @@ fn check(dir: &Path, s: &str) -> Result<String, String> {
     let pout = read(dir, &format!("pout_{s}.txt"));
     if kv(&pout).get("xruns").map(String::as_str) != Some("0") {
         return Err(format!(
-            "the partner (buffer 8192) underran on its own: {} (CPU starvation of the VM?)",
+            "the partner (buffer 6144) underran on its own: {} (CPU starvation of the VM?)",
             pout.trim()
         ));
     }

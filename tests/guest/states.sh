@@ -44,7 +44,7 @@ for s in $SCENARIOS; do
     rec=$!
     usleep 300000
     export RDMIX_SERVER_LOG=$OUT/server_$s.log
-    chrt -f 1 $SP rdmix_r plain 192000 --buffer 8192 >"pout_$s.txt" 2>"perr_$s.txt" &
+    chrt -f 1 $SP rdmix_r plain 192000 --buffer 6144 >"pout_$s.txt" 2>"perr_$s.txt" &
     partner=$!
     # Start the scenario once the partner is being mixed (its start-up time varies under TCG).
     n=0
