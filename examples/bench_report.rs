@@ -343,6 +343,25 @@ fn edges(dir: &Path, name: &str, count: usize) -> Edges {
     e
 }
 
+/// `bench_report pair DIR NAME K`: the strict check of one pair start, in full (for a
+/// non-exact pair of the report).
+fn pair_detail(dir: &Path, name: &str, k: usize) -> Result<String, String> {
+    let cap = mixcheck::read_raw(&dir.join(format!("cap_{name}.raw")), SlaveFormat::S16Le, CH);
+    let segs = bursts(&cap, RATE / 10);
+    let &(s0, s1) = segs.get(k).ok_or("no such burst")?;
+    let lo = s0.saturating_sub(PAIR_BUFFER);
+    let hi = (s1 + 2 * PAIR_BUFFER).min(cap.len());
+    let (a, b) = (pair_signal(name, k, 1), pair_signal(name, k, 2));
+    let sigs: Vec<&[Vec<i64>]> = vec![a.as_slice(), b.as_slice()];
+    let win = &cap[lo..hi];
+    let fits = mixcheck::find_offset_fits(win, &sigs);
+    let r = mixcheck::check(win, SlaveFormat::S16Le, &sigs);
+    Ok(format!(
+        "burst {k}: capture frames {s0}..{s1} ({} frames), window from {lo}\noffset fits: {fits:?}\n{r}\n",
+        s1 - s0
+    ))
+}
+
 fn median(v: &[f64]) -> f64 {
     let mut s = v.to_vec();
     s.sort_by(f64::total_cmp);
@@ -536,7 +555,10 @@ fn report(dir: &Path, o: &Opts) -> Result<String, String> {
         s,
         "Mean over the N clients of `getrusage` user+system time from the first write to the \
          end of the drain, divided by the seconds of audio; all N released at one instant. \
-         Guest busy: all-CPU non-idle share during the run (kernel, servers, everything).\n"
+         Guest busy: the non-idle share of both guest CPUs in `/proc/stat` during the run \
+         (kernel, servers, everything); it is tick-sampled, and clients woken by snd-aloop's \
+         jiffies timer tend to run between ticks, so at low load it undercounts (compare the \
+         precise `getrusage` figures).\n"
     );
     let _ = writeln!(
         s,
@@ -917,8 +939,9 @@ fn report(dir: &Path, o: &Opts) -> Result<String, String> {
              each slave format, S16-stereo-shaped 1024-frame chunks into a 4096-frame ring: \
              instructions per client sample from callgrind (`mix_bench count`, the difference of \
              two chunk counts, so set-up is excluded), and wall time per client sample with W \
-             writer threads mixing the same positions at once (`mix_bench kernels`; the host \
-             has {} CPUs, so W > {} time-shares; noisy, ±30 %). `dmix-lockfree` is \
+             writer threads mixing the same positions at once (`mix_bench kernels`: wall time \
+             of the whole run divided by all writers' samples; the host has {} CPUs, so W > {} \
+             time-shares; noisy, ±30 %). `dmix-lockfree` is \
              `mix_bench`'s Rust model of dmix's lock-free S16 scheme (cmpxchg, add, publish \
              loop), for scale; alsa-lib's own kernels are inline assembly inside libasound and \
              are not measured on their own here.\n",
@@ -1006,6 +1029,11 @@ fn main() -> ExitCode {
         Some("prepare") if args.len() == 3 => {
             prepare(Path::new(&args[1]), args[2] == "smoke").map(|_| String::new())
         }
+        Some("pair") if args.len() == 4 => pair_detail(
+            Path::new(&args[1]),
+            &args[2],
+            args[3].parse().unwrap_or(0),
+        ),
         Some("report") if args.len() >= 2 => {
             let mut o = Opts {
                 md: PathBuf::from("BENCHMARKS.md"),
