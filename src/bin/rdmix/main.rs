@@ -173,12 +173,14 @@ fn status(json: bool) -> i32 {
     }
 }
 
+const USAGE: &str = "usage: rdmix status [--json]";
+
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let code = match args.first().map(String::as_str) {
         Some("status") => status(args.iter().any(|a| a == "--json")),
         _ => {
-            eprintln!("usage: rdmix status [--json]");
+            eprintln!("{USAGE}");
             2
         }
     };
