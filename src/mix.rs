@@ -503,6 +503,44 @@ unsafe fn expire<S: Store>(dst: *mut u8, acc: &AtomicU64, lap: u32) {
     unsafe { publish::<S>(dst, acc, next, 0) };
 }
 
+/// What one [`Target::mix_stats`] call saw.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct MixStats {
+    /// Samples the hardware had passed (not mixed).
+    pub late: u32,
+    /// The largest |sample| of the source, in 1/65536 of full scale.
+    pub peak: u32,
+    /// Samples whose sum, right after this write, was out of the slave's range (published
+    /// saturated).
+    pub clips: u32,
+}
+
+/// Apply gain `volume` (Q16.16, [`crate::shm::VOLUME_UNITY`] = 1.0) to client samples in place,
+/// rounding to nearest and saturating to the format's range (0 writes silence). The caller
+/// skips this at unity, so an untouched client pays nothing. Runs on the private ring, before
+/// the frames are mixed: a later retraction subtracts exactly what was added.
+pub fn scale_in_place(data: &mut [u8], slave: SlaveFormat, client: ClientFormat, volume: u32) {
+    let g = i64::from(volume);
+    match client {
+        ClientFormat::FloatLe => {
+            let k = volume as f32 / crate::shm::VOLUME_UNITY as f32;
+            for b in data.chunks_exact_mut(4) {
+                let x = f32::from_le_bytes([b[0], b[1], b[2], b[3]]);
+                b.copy_from_slice(&(x * k).to_le_bytes());
+            }
+        }
+        ClientFormat::Native => {
+            let (lo, hi) = slave.range();
+            let n = slave.bytes();
+            for b in data.chunks_exact_mut(n) {
+                let v = slave.decode(b);
+                let scaled = ((v * g + (1 << 15)) >> 16).clamp(lo, hi);
+                slave.encode(scaled, b);
+            }
+        }
+    }
+}
+
 /// A client's frames to mix: `frames` frames of `channels` samples each, `frame_bytes` apart,
 /// channel `c` at byte `c * sample_bytes`; `bindings[c]` is the slave channel client channel
 /// `c` plays on (`None`: not played).
@@ -525,6 +563,16 @@ impl Target<'_> {
     /// `buffer_size` frames of `format`; `sum` must hold `buffer_size * channels.len()`
     /// accumulators. `src` must satisfy its own description (checked).
     pub unsafe fn mix(&self, pos: u64, src: &Source<'_>, sign: i64) -> u32 {
+        // SAFETY: forwarded.
+        unsafe { self.mix_stats(pos, src, sign) }.late
+    }
+
+    /// [`Target::mix`], also measuring the source's peak and the samples published saturated
+    /// (for introspection; the measuring costs a compare or two per sample).
+    ///
+    /// # Safety
+    /// As for [`Target::mix`].
+    pub unsafe fn mix_stats(&self, pos: u64, src: &Source<'_>, sign: i64) -> MixStats {
         macro_rules! go {
             ($s:ty) => {
                 match src.format {
@@ -596,7 +644,12 @@ impl Target<'_> {
     }
 
     #[inline(never)]
-    unsafe fn mix_with<L: Load, S: Store>(&self, pos: u64, src: &Source<'_>, sign: i64) -> u32 {
+    unsafe fn mix_with<L: Load, S: Store>(
+        &self,
+        pos: u64,
+        src: &Source<'_>,
+        sign: i64,
+    ) -> MixStats {
         let nch = self.channels.len();
         let need = src.frames.saturating_sub(1) * src.frame_bytes
             + src.bindings.len().saturating_sub(1) * src.sample_bytes
@@ -605,10 +658,12 @@ impl Target<'_> {
             || src.data.len() < need
             || self.sum.len() < self.buffer_size as usize * nch
         {
-            return 0;
+            return MixStats::default();
         }
         let base = src.data.as_ptr();
         let mut late = 0;
+        let mut peak = 0u64;
+        let mut clips = 0u32;
         for f in 0..src.frames {
             let p = pos + f as u64;
             let slot = (p % self.buffer_size) as usize;
@@ -625,15 +680,24 @@ impl Target<'_> {
                 // SAFETY: `need` was checked against the source length above.
                 let v = unsafe { L::load(base.add(f * src.frame_bytes + c * src.sample_bytes)) };
                 let acc = &self.sum[slot * nch + sc];
+                peak = peak.max(v.unsigned_abs());
                 match accumulate(acc, lap, v, sign) {
-                    // SAFETY: the caller guarantees the DMA mapping and layout; `off` is a
-                    // sample inside it.
-                    Some(sum) => unsafe { publish::<S>(self.dma.add(off), acc, lap, sum) },
+                    Some(sum) => {
+                        clips += u32::from(sum < S::RANGE.0 || sum > S::RANGE.1);
+                        // SAFETY: the caller guarantees the DMA mapping and layout; `off` is a
+                        // sample inside it.
+                        unsafe { publish::<S>(self.dma.add(off), acc, lap, sum) }
+                    }
                     None => late += 1,
                 }
             }
         }
-        late
+        let full = S::RANGE.1.unsigned_abs() + 1;
+        MixStats {
+            late,
+            peak: (peak.min(full) * u64::from(crate::shm::PEAK_FULL_SCALE) / full) as u32,
+            clips,
+        }
     }
 }
 

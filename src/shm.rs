@@ -4,7 +4,7 @@
 //!
 //! ```text
 //! 0                     ShmHeader (256 bytes)
-//! header.slots_offset   ClientSlot[max_clients] (64 bytes each)
+//! header.slots_offset   ClientSlot[max_clients] (128 bytes each)
 //! header.sum_offset     u64[buffer_size * channels]: the sum ring, one accumulator per slave sample
 //!                       (lap and sum packed; see `mix`)
 //! ```
@@ -14,7 +14,7 @@
 
 use std::mem::{offset_of, size_of};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI32, AtomicU32, AtomicU64, Ordering};
 
 use memmap2::{MmapOptions, MmapRaw};
 
@@ -22,8 +22,19 @@ use crate::error::{Error, Result};
 
 /// "RDMIXSHM" as a little-endian u64.
 pub const MAGIC: u64 = u64::from_le_bytes(*b"RDMIXSHM");
-/// Bumped on any layout change.
-pub const VERSION: u32 = 1;
+/// Bumped on any layout change. v2: client slots of 128 bytes (client parameters, start
+/// position, volume, mute, peak, clips) and the header's `slave_kind`.
+pub const VERSION: u32 = 2;
+/// `ShmHeader::slave_kind`: a kernel hw PCM (`/dev/snd/pcmC*D*p`).
+pub const SLAVE_HW: u32 = 0;
+/// `ShmHeader::slave_kind`: the server's virtual device (a timer-driven memfd; see `virtual_dev`).
+pub const SLAVE_VIRTUAL: u32 = 1;
+/// `ClientSlot::volume` of unity gain (Q16.16).
+pub const VOLUME_UNITY: u32 = 1 << 16;
+/// `ClientSlot::volume` is at most this (4.0, +12 dB).
+pub const VOLUME_MAX: u32 = 4 << 16;
+/// `ClientSlot::peak` of a full-scale sample.
+pub const PEAK_FULL_SCALE: u32 = 1 << 16;
 pub const MAX_CLIENTS: u32 = 64;
 
 /// The header at offset 0. Written once by the server before any client sees the memfd, except
@@ -53,7 +64,9 @@ pub struct ShmHeader {
     /// 1 if the DMA buffer is interleaved.
     pub interleaved: u32,
     pub server_pid: u32,
-    pub reserved_layout: [u32; 2],
+    /// [`SLAVE_HW`] or [`SLAVE_VIRTUAL`]: what the fd handed with the Welcome is.
+    pub slave_kind: u32,
+    pub _pad_kind: u32,
     pub card: u32,
     pub device: u32,
     pub subdevice: u32,
@@ -82,7 +95,26 @@ pub struct ClientSlot {
     /// Poll wakeups, and those that found the application's condition not yet met.
     pub wakeups: AtomicU64,
     pub early_wakeups: AtomicU64,
-    pub _reserved: [u64; 2],
+    /// Slave position of the client's frame 0 in its current run (set at start and resume).
+    pub start_pos: AtomicU64,
+    /// Gain applied to the client's samples as they are written, Q16.16 ([`VOLUME_UNITY`] =
+    /// 1.0, at most [`VOLUME_MAX`]). Set by `rdmix volume`; read by the client once per write.
+    pub volume: AtomicU32,
+    /// Non-zero: the client's samples are written as silence (its volume is kept).
+    pub muted: AtomicU32,
+    /// Largest |sample| the client mixed since a reader last took it (swap to 0), in
+    /// 1/65536 of full scale ([`PEAK_FULL_SCALE`]).
+    pub peak: AtomicU32,
+    /// Samples the client published saturated (the sum was out of the slave's range).
+    pub clips: AtomicU32,
+    /// The client's negotiated parameters (written at its hw_params; 0 before).
+    pub format: AtomicI32,
+    pub channels: AtomicU32,
+    pub rate: AtomicU32,
+    pub _pad: u32,
+    pub period_size: AtomicU64,
+    pub buffer_size: AtomicU64,
+    pub _reserved: [u64; 3],
 }
 
 const _: () = {
@@ -90,7 +122,13 @@ const _: () = {
     assert!(offset_of!(ShmHeader, format) == 56);
     assert!(offset_of!(ShmHeader, boundary) == 88);
     assert!(offset_of!(ShmHeader, clients) == 128);
-    assert!(size_of::<ClientSlot>() == 64);
+    assert!(offset_of!(ShmHeader, slave_kind) == 104);
+    assert!(size_of::<ClientSlot>() == 128);
+    assert!(offset_of!(ClientSlot, start_pos) == 48);
+    assert!(offset_of!(ClientSlot, volume) == 56);
+    assert!(offset_of!(ClientSlot, peak) == 64);
+    assert!(offset_of!(ClientSlot, format) == 72);
+    assert!(offset_of!(ClientSlot, period_size) == 88);
 };
 
 /// Geometry of the hardware that the shared state describes.
@@ -107,6 +145,8 @@ pub struct Geometry {
     pub card: u32,
     pub device: u32,
     pub subdevice: u32,
+    /// [`SLAVE_HW`] or [`SLAVE_VIRTUAL`].
+    pub slave_kind: u32,
 }
 
 fn layout(g: &Geometry) -> (u64, u64, u64, u64) {
@@ -181,7 +221,8 @@ impl SharedState {
             boundary: g.boundary,
             interleaved: g.interleaved as u32,
             server_pid,
-            reserved_layout: [0; 2],
+            slave_kind: g.slave_kind,
+            _pad_kind: 0,
             card: g.card,
             device: g.device,
             subdevice: g.subdevice,
@@ -270,6 +311,7 @@ impl SharedState {
             card: h.card,
             device: h.device,
             subdevice: h.subdevice,
+            slave_kind: h.slave_kind,
         }
     }
 
@@ -300,6 +342,16 @@ impl SharedState {
                 s.late.store(0, Ordering::Relaxed);
                 s.wakeups.store(0, Ordering::Relaxed);
                 s.early_wakeups.store(0, Ordering::Relaxed);
+                s.start_pos.store(0, Ordering::Relaxed);
+                s.volume.store(VOLUME_UNITY, Ordering::Relaxed);
+                s.muted.store(0, Ordering::Relaxed);
+                s.peak.store(0, Ordering::Relaxed);
+                s.clips.store(0, Ordering::Relaxed);
+                s.format.store(0, Ordering::Relaxed);
+                s.channels.store(0, Ordering::Relaxed);
+                s.rate.store(0, Ordering::Relaxed);
+                s.period_size.store(0, Ordering::Relaxed);
+                s.buffer_size.store(0, Ordering::Relaxed);
                 self.header().clients.fetch_add(1, Ordering::AcqRel);
                 self.header().attaches.fetch_add(1, Ordering::Relaxed);
                 return Some(i);
@@ -356,6 +408,7 @@ mod tests {
             card: 0,
             device: 0,
             subdevice: 0,
+            slave_kind: SLAVE_HW,
         }
     }
 

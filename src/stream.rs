@@ -292,6 +292,13 @@ impl Stream {
         self.p.boundary = buffer;
         self.p.stop_threshold = buffer;
         self.p.avail_min = period;
+        if let Some(s) = self.shared.slot(self.slot) {
+            s.format.store(format, Ordering::Relaxed);
+            s.channels.store(channels, Ordering::Relaxed);
+            s.rate.store(rate, Ordering::Relaxed);
+            s.period_size.store(period, Ordering::Relaxed);
+            s.buffer_size.store(buffer, Ordering::Relaxed);
+        }
         Ok(())
     }
 
@@ -647,7 +654,16 @@ impl Stream {
             };
             // SAFETY: the DMA mapping and channel layout were checked against the geometry at
             // attach; the sum ring's size is checked by SharedState::attach.
-            late += unsafe { target.mix(self.base + f, &src, sign) } as u64;
+            let st = unsafe { target.mix_stats(self.base + f, &src, sign) };
+            late += st.late as u64;
+            if sign > 0 {
+                if let Some(s) = self.shared.slot(self.slot) {
+                    s.peak.fetch_max(st.peak, Ordering::Relaxed);
+                    if st.clips > 0 {
+                        s.clips.fetch_add(st.clips, Ordering::Relaxed);
+                    }
+                }
+            }
             f += n;
         }
         let (first, last) = (self.base + from, self.base + to);
@@ -677,6 +693,7 @@ impl Stream {
 
     fn publish_progress(&self) {
         if let Some(s) = self.shared.slot(self.slot) {
+            s.start_pos.store(self.base, Ordering::Relaxed);
             s.mixed_to.store(self.base + self.mixed, Ordering::Relaxed);
             s.frames_mixed.store(self.mixed, Ordering::Relaxed);
         }
@@ -742,6 +759,7 @@ impl Stream {
             }
             done += n;
         }
+        self.apply_volume(size);
         self.written += size;
         if self.run == Run::Running {
             self.sync_slave()?;
@@ -749,6 +767,35 @@ impl Stream {
         }
         self.arm_timer();
         Ok(size)
+    }
+
+    /// Scale the `size` frames just copied into the ring (from `written`) by the slot's volume
+    /// (`rdmix volume`), or silence them if it is muted. One load and a compare at unity.
+    fn apply_volume(&mut self, size: u64) {
+        let Some(s) = self.shared.slot(self.slot) else {
+            return;
+        };
+        let gain = if s.muted.load(Ordering::Relaxed) != 0 {
+            0
+        } else {
+            s.volume.load(Ordering::Relaxed).min(crate::shm::VOLUME_MAX)
+        };
+        if gain == crate::shm::VOLUME_UNITY {
+            return;
+        }
+        let bc = self.p.buffer_size;
+        let fb = self.p.channels * self.p.sample_bytes;
+        let cf = self.p.format.unwrap_or(ClientFormat::Native);
+        // The ring keeps the last `bc` frames of a longer write.
+        let (first, len) = (self.written + size.saturating_sub(bc), size.min(bc));
+        let mut done = 0;
+        while done < len {
+            let idx = (first + done) % bc;
+            let n = (len - done).min(bc - idx);
+            let chunk = &mut self.ring[idx as usize * fb..(idx + n) as usize * fb];
+            crate::mix::scale_in_place(chunk, self.format, cf, gain);
+            done += n;
+        }
     }
 
     /// The position to report to alsa-lib, or an xrun.
