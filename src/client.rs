@@ -69,7 +69,10 @@ fn handshake(sock: OwnedFd) -> Result<Connection> {
             let shm_fd = fds.pop().ok_or_else(|| Error::protocol("missing memfd"))?;
             let hw_fd = fds.pop().ok_or_else(|| Error::protocol("missing hw fd"))?;
             let st = nix::sys::stat::fstat(&hw_fd).map_err(|e| Error::sys("fstat hw fd", e))?;
-            if st.st_mode & libc::S_IFMT != libc::S_IFCHR {
+            // A device node, or the memfd of the server's virtual device (Stream::attach
+            // checks it against the shared state's slave kind).
+            let kind = st.st_mode & libc::S_IFMT;
+            if kind != libc::S_IFCHR && kind != libc::S_IFREG {
                 return Err(Error::protocol("the hw fd from the server is not a device"));
             }
             Ok(Connection {
@@ -131,8 +134,8 @@ pub fn query(name: &str) -> Result<QueryReply> {
     }
 }
 
-/// Where the server binary is: config `server`, then `$RDMIX_SERVER`, then next to the plugin
-/// `.so`, then `../libexec/rdmix/` relative to it.
+/// Where the server binary is: config `server`, then `$RDMIX_SERVER`, then the first of
+/// [`server_candidates`] of the plugin `.so`'s directory that exists.
 pub fn server_path(cfg: &PluginConfig) -> Result<PathBuf> {
     if let Some(s) = &cfg.server {
         return Ok(PathBuf::from(s));
@@ -146,11 +149,7 @@ pub fn server_path(cfg: &PluginConfig) -> Result<PathBuf> {
             "cannot locate the plugin's own directory; set `server`",
         )
     })?;
-    let candidates = [
-        dir.join("rdmix-server"),
-        dir.join("../libexec/rdmix/rdmix-server"),
-        dir.join("../../libexec/rdmix/rdmix-server"),
-    ];
+    let candidates = server_candidates(&dir);
     candidates
         .iter()
         .find(|p| p.is_file())
@@ -168,6 +167,20 @@ pub fn server_path(cfg: &PluginConfig) -> Result<PathBuf> {
                 ),
             )
         })
+}
+
+/// Where the plugin looks for `rdmix-server`, in order, relative to the directory holding the
+/// plugin `.so` (canonical: `dladdr`'s path with symlinks resolved): next to it, then
+/// `../libexec/rdmix/` (a private prefix such as /opt/rdmix/lib), `../../libexec/rdmix/`
+/// (/usr/lib/alsa-lib → /usr/libexec) and `../../../libexec/rdmix/` (Debian's multiarch
+/// /usr/lib/x86_64-linux-gnu/alsa-lib → /usr/libexec, where `rdmix install` and the .deb put it).
+pub fn server_candidates(plugin_dir: &Path) -> [PathBuf; 4] {
+    [
+        plugin_dir.join("rdmix-server"),
+        plugin_dir.join("../libexec/rdmix/rdmix-server"),
+        plugin_dir.join("../../libexec/rdmix/rdmix-server"),
+        plugin_dir.join("../../../libexec/rdmix/rdmix-server"),
+    ]
 }
 
 /// The directory holding this shared object, from `dladdr` on one of our own functions.
@@ -198,16 +211,19 @@ fn unsafe_zeroed_dl_info() -> libc::Dl_info {
 }
 
 fn server_args(cfg: &PluginConfig, name: &str) -> Vec<String> {
-    let mut a = vec![
-        "--socket".to_string(),
-        name.to_string(),
-        "--card".into(),
-        cfg.hw.card.to_string(),
-        "--device".into(),
-        cfg.hw.device.to_string(),
-    ];
-    if let Some(s) = cfg.hw.subdevice {
-        a.extend(["--subdevice".into(), s.to_string()]);
+    let mut a = vec!["--socket".to_string(), name.to_string()];
+    if let Some(v) = &cfg.virtual_sink {
+        a.extend(["--virtual".into(), v.arg()]);
+    } else {
+        a.extend([
+            "--card".into(),
+            cfg.hw.card.to_string(),
+            "--device".into(),
+            cfg.hw.device.to_string(),
+        ]);
+        if let Some(s) = cfg.hw.subdevice {
+            a.extend(["--subdevice".into(), s.to_string()]);
+        }
     }
     a.extend(["--perm".into(), format!("{:o}", cfg.access.perm)]);
     if let Some(g) = cfg.access.gid {
@@ -399,7 +415,10 @@ pub fn open(cfg: &PluginConfig) -> Result<Connection> {
     let uid = nix::unistd::getuid().as_raw();
     let sub = cfg.hw.subdevice.unwrap_or(0);
     let owner = (!cfg.access.shared() || cfg.ipc_key_add_uid).then_some(uid);
-    let name = protocol::socket_name(owner, cfg.hw.card, cfg.hw.device, sub, cfg.ipc_key);
+    let name = match &cfg.virtual_sink {
+        Some(v) => v.socket_name(owner, cfg.ipc_key),
+        None => protocol::socket_name(owner, cfg.hw.card, cfg.hw.device, sub, cfg.ipc_key),
+    };
     let deadline = Instant::now() + Duration::from_secs(5);
     let mut last_err: Option<Error> = None;
     let mut quiet = false;
@@ -417,7 +436,7 @@ pub fn open(cfg: &PluginConfig) -> Result<Connection> {
         } else {
             match spawn_server(cfg, &name, quiet) {
                 Ok(()) => {}
-                Err(e) if e.errno() == libc::EBUSY => {
+                Err(e) if e.errno() == libc::EBUSY && cfg.virtual_sink.is_none() => {
                     // Our own previous server may still hold the device while it exits (it
                     // unbinds its name first): retry. Another mixer that still listens is not
                     // leaving: fail now, saying whose it is.

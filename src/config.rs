@@ -4,9 +4,13 @@
 //! - `slave`: a PCM name string (`"hw:0,0"`, `"hw:Loopback,0,0"`, or any PCM whose definition is
 //!   `type hw`), the name of a `pcm_slave` definition, or a compound
 //!   `{ pcm format rate channels period_size period_time buffer_size buffer_time periods }`.
+//! - `virtual`: instead of a card, the server's virtual device (`virtual_dev`), a compound
+//!   `{ sink null }`, `{ sink wav file "/path/mix.wav" }` or `{ sink pcm pcm "NAME" }`; the
+//!   `slave` compound then gives only the parameters (no `pcm`), and may be left out.
 //! - `ipc_key`: an integer distinguishing independent mixers on the same device (default 0).
 //! - `server`: path of the `rdmix-server` binary (also `RDMIX_SERVER` in the environment; by
-//!   default the binary next to the plugin `.so`, then `../libexec/rdmix/rdmix-server`).
+//!   default the binary next to the plugin `.so`, then `../libexec/rdmix/rdmix-server`,
+//!   `../../libexec/...` and `../../../libexec/...` relative to it: `client::server_candidates`).
 //! - `comment`, `type`, `hint`: ignored, as alsa-lib's own plugins do.
 //!
 //! Any other key, or a key with the wrong type, is an error naming the key and the PCM.
@@ -97,6 +101,8 @@ pub struct PluginConfig {
     pub tstamp: TstampType,
     /// HWSYNC before reading the hardware position (dmix's `slowptr`, default on).
     pub slowptr: bool,
+    /// The server's virtual device instead of a card (`hw` is then unused).
+    pub virtual_sink: Option<crate::virtual_dev::SinkSpec>,
 }
 
 /// A borrowed node of alsa-lib's configuration tree.
@@ -333,6 +339,7 @@ pub unsafe fn parse(root: *mut snd_config_t, conf: *mut snd_config_t) -> Result<
     let mut alignment = Alignment::default();
     let mut tstamp = TstampType::default();
     let mut slowptr = true;
+    let mut virtual_sink = None;
     for n in (Node { ptr: conf }).children() {
         let id = n.id();
         match id.as_str() {
@@ -381,6 +388,7 @@ pub unsafe fn parse(root: *mut snd_config_t, conf: *mut snd_config_t) -> Result<
                 )),
             },
             "slowptr" => slowptr = ctx.boolean(&n, &id)?,
+            "virtual" => virtual_sink = Some(parse_virtual(&ctx, n)?),
             other => return Err(ctx.err(format!("unknown configuration key '{other}'"))),
         }
     }
@@ -403,11 +411,49 @@ pub unsafe fn parse(root: *mut snd_config_t, conf: *mut snd_config_t) -> Result<
             access.perm
         )));
     }
-    let slave = slave.ok_or_else(|| ctx.err("no slave is defined (add: slave.pcm \"hw:0,0\")"))?;
-    let (slave_name, params, hw) = parse_slave(&ctx, root, slave)?;
-    let hw = match hw {
-        Some(hw) => hw,
-        None => resolve_hw(&ctx, root, &slave_name)?,
+    let (slave_name, params, hw) = match (&virtual_sink, slave) {
+        (Some(v), slave) => {
+            let params = match slave {
+                Some(n) if n.kind() == Kind::Compound => {
+                    let (pcm, params, _) = parse_slave_fields(&ctx, root, n)?;
+                    if pcm.is_some() {
+                        return Err(ctx.err(
+                            "virtual and slave.pcm contradict each other: the virtual device \
+                             replaces the slave PCM (keep slave { format rate ... } for its \
+                             parameters)",
+                        ));
+                    }
+                    params
+                }
+                Some(_) => {
+                    return Err(ctx.err(
+                        "virtual and a slave PCM name contradict each other: give the virtual \
+                         device's parameters as slave { format rate channels ... }",
+                    ))
+                }
+                None => SlaveParams::default(),
+            };
+            let hw = HwAddress {
+                card: 0,
+                device: 0,
+                subdevice: None,
+            };
+            (format!("virtual:{}", v.arg()), params, hw)
+        }
+        (None, None) => {
+            return Err(ctx.err(
+                "no slave is defined (add: slave.pcm \"hw:0,0\", or virtual { sink null } \
+                 without a sound card)",
+            ))
+        }
+        (None, Some(slave)) => {
+            let (slave_name, params, hw) = parse_slave(&ctx, root, slave)?;
+            let hw = match hw {
+                Some(hw) => hw,
+                None => resolve_hw(&ctx, root, &slave_name)?,
+            };
+            (slave_name, params, hw)
+        }
     };
     Ok(PluginConfig {
         slave_name,
@@ -421,7 +467,75 @@ pub unsafe fn parse(root: *mut snd_config_t, conf: *mut snd_config_t) -> Result<
         alignment,
         tstamp,
         slowptr,
+        virtual_sink,
     })
+}
+
+/// `virtual { sink null | wav | pcm  file "PATH"  pcm "NAME" }`.
+fn parse_virtual(ctx: &Ctx, n: Node) -> Result<crate::virtual_dev::SinkSpec> {
+    use crate::virtual_dev::SinkSpec;
+    if n.kind() != Kind::Compound {
+        return Err(ctx.err(
+            "virtual must be a compound: virtual { sink null }, { sink wav file \"PATH\" } or \
+             { sink pcm pcm \"NAME\" }",
+        ));
+    }
+    let (mut sink, mut file, mut pcm) = (None, None, None);
+    for c in n.children() {
+        let id = c.id();
+        let val = || {
+            c.string()
+                .filter(|s| !s.is_empty())
+                .ok_or_else(|| ctx.err(format!("virtual.{id} must be a non-empty string")))
+        };
+        match id.as_str() {
+            "comment" => {}
+            "sink" => sink = Some(val()?),
+            "file" => file = Some(val()?),
+            "pcm" => pcm = Some(val()?),
+            other => return Err(ctx.err(format!("unknown configuration key 'virtual.{other}'"))),
+        }
+    }
+    let spec = match (sink.as_deref(), file, pcm) {
+        (Some("null"), None, None) => SinkSpec::Null,
+        (Some("wav"), Some(f), None) => {
+            let p = std::path::PathBuf::from(&f);
+            // The server runs in another directory: a relative name is the application's.
+            let p = if p.is_absolute() {
+                p
+            } else {
+                std::env::current_dir()
+                    .map_err(|e| ctx.err(format!("virtual.file '{f}': {e}")))?
+                    .join(p)
+            };
+            SinkSpec::Wav(p)
+        }
+        (Some("pcm"), None, Some(name)) => SinkSpec::Pcm(name),
+        (Some("wav"), None, _) => return Err(ctx.err("virtual.sink wav needs virtual.file")),
+        (Some("pcm"), _, None) => return Err(ctx.err("virtual.sink pcm needs virtual.pcm")),
+        (Some(s @ ("null" | "wav" | "pcm")), _, _) => {
+            return Err(ctx.err(format!(
+                "virtual.sink {s} takes {}",
+                match s {
+                    "null" => "neither file nor pcm",
+                    "wav" => "file only",
+                    _ => "pcm only",
+                }
+            )))
+        }
+        (Some(other), _, _) => {
+            return Err(ctx.err(format!(
+                "virtual.sink '{other}' is not one of null, wav, pcm"
+            )))
+        }
+        (None, _, _) => return Err(ctx.err("virtual.sink is missing (null, wav or pcm)")),
+    };
+    if let SinkSpec::Wav(p) = &spec {
+        if p.to_str().is_none_or(|s| s.contains('\n')) {
+            return Err(ctx.err(format!("virtual.file {} is not a usable path", p.display())));
+        }
+    }
+    Ok(spec)
 }
 
 /// The slave's name (for messages), its parameters, and its address when the slave PCM was given
@@ -443,7 +557,18 @@ fn parse_slave(ctx: &Ctx, root: *mut snd_config_t, slave: Node) -> Result<Slave>
     }
 }
 
-fn parse_slave_compound(ctx: &Ctx, _root: *mut snd_config_t, node: Node) -> Result<Slave> {
+fn parse_slave_compound(ctx: &Ctx, root: *mut snd_config_t, node: Node) -> Result<Slave> {
+    let (pcm, p, inline) = parse_slave_fields(ctx, root, node)?;
+    let pcm = pcm.ok_or_else(|| ctx.err("slave.pcm is missing"))?;
+    Ok((pcm, p, inline))
+}
+
+/// The slave compound's fields, checked; `pcm` may be absent (the virtual device has none).
+fn parse_slave_fields(
+    ctx: &Ctx,
+    _root: *mut snd_config_t,
+    node: Node,
+) -> Result<(Option<String>, SlaveParams, Option<HwAddress>)> {
     let mut p = SlaveParams::default();
     let mut pcm = None;
     let mut inline = None;
@@ -515,7 +640,6 @@ fn parse_slave_compound(ctx: &Ctx, _root: *mut snd_config_t, node: Node) -> Resu
             )));
         }
     }
-    let pcm = pcm.ok_or_else(|| ctx.err("slave.pcm is missing"))?;
     Ok((pcm, p, inline))
 }
 

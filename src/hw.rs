@@ -1682,6 +1682,10 @@ impl fmt::Debug for DmaBuffer {
 pub struct HwPcm {
     fd: OwnedFd,
     path: String,
+    /// The server's virtual device (a memfd with the same status page and ring; see
+    /// `virtual_dev`): mapped at its own offsets, and HWSYNC is not needed (its position is
+    /// always current).
+    is_virtual: bool,
 }
 
 impl HwPcm {
@@ -1759,6 +1763,7 @@ impl HwPcm {
         let pcm = HwPcm {
             fd: file.into(),
             path,
+            is_virtual: false,
         };
         drop(ctl);
 
@@ -1797,7 +1802,24 @@ impl HwPcm {
     /// Wrap an fd received from another process (over a socket). No ioctl is issued: the
     /// sender's USER_PVERSION/TTSTAMP settings belong to the shared open file.
     pub fn from_fd(fd: OwnedFd, path: String) -> HwPcm {
-        HwPcm { fd, path }
+        HwPcm {
+            fd,
+            path,
+            is_virtual: false,
+        }
+    }
+
+    /// Wrap the memfd of the server's virtual device (see `virtual_dev`).
+    pub fn virtual_from_fd(fd: OwnedFd, path: String) -> HwPcm {
+        HwPcm {
+            fd,
+            path,
+            is_virtual: true,
+        }
+    }
+
+    pub fn is_virtual(&self) -> bool {
+        self.is_virtual
     }
 
     pub fn fd(&self) -> BorrowedFd<'_> {
@@ -2026,7 +2048,20 @@ impl HwPcm {
                 self.path
             )));
         }
-        let (areas, dma_bytes) = self.channel_areas(channels, buffer_size, sample_bits)?;
+        let (areas, dma_bytes) = if self.is_virtual {
+            let (offset, len) =
+                crate::virtual_dev::dma_range(channels, buffer_size, sample_bits);
+            let areas = (0..channels)
+                .map(|c| ChannelArea {
+                    offset,
+                    first: c * sample_bits,
+                    step: channels * sample_bits,
+                })
+                .collect::<Vec<_>>();
+            (areas, len)
+        } else {
+            self.channel_areas(channels, buffer_size, sample_bits)?
+        };
         if interleaved {
             for (c, a) in areas.iter().enumerate() {
                 if u64::from(a.first) != c as u64 * u64::from(sample_bits)
@@ -2109,6 +2144,9 @@ impl HwPcm {
     /// HWSYNC: make the kernel update hw_ptr (and the status page) from the hardware now.
     /// `EPIPE` (kind Xrun) in XRUN state.
     pub fn hwsync(&self) -> Result<()> {
+        if self.is_virtual {
+            return Ok(());
+        }
         ioctl_none(self.fd(), SNDRV_PCM_IOCTL_HWSYNC)
             .map_err(|e| self.err("SNDRV_PCM_IOCTL_HWSYNC", e))?;
         Ok(())
@@ -2192,6 +2230,16 @@ impl HwPcm {
     /// Map the status page read-only (`ENXIO` for EXPLICIT_SYNC drivers: use
     /// [`HwPcm::sync_ptr`]).
     pub fn map_status(&self) -> Result<StatusPage> {
+        if self.is_virtual {
+            let map = Mapping::new(
+                self.fd(),
+                page_align(size_of::<SndPcmMmapStatus>()),
+                ProtFlags::PROT_READ,
+                0,
+            )
+            .map_err(|e| classify(format!("mmap of the status page of {}", self.path), e))?;
+            return Ok(StatusPage { map });
+        }
         let map = self.map_page(
             "status",
             [

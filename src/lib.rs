@@ -11,6 +11,9 @@
 //! - [`protocol`]: the socket messages.
 //! - [`hw`]: the kernel hw PCM driver: ioctls and mmaps of `/dev/snd/pcm*`.
 //! - [`server`]: `rdmix-server`, which owns the hardware and hands out fds.
+//! - [`virtual_dev`]: the server's virtual slave (a timer-driven device: WAV file, discard, or
+//!   an ALSA PCM that cannot mmap) for machines without a sound card.
+//! - [`alsa_out`]: the virtual slave's ALSA PCM sink.
 //! - [`error`]: the one error type.
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(
@@ -19,6 +22,7 @@
     clippy::undocumented_unsafe_blocks
 )]
 
+pub mod alsa_out;
 pub mod client;
 pub mod config;
 pub mod error;
@@ -30,3 +34,4 @@ pub mod protocol;
 pub mod server;
 pub mod shm;
 pub mod stream;
+pub mod virtual_dev;

@@ -496,6 +496,12 @@ unsafe fn open(
             "rdmix is a playback mixer; it cannot capture",
         ));
     }
+    if std::env::var_os(crate::alsa_out::IN_SERVER_ENV).is_some() {
+        return Err(Error::config(
+            "an rdmix PCM cannot be opened inside rdmix-server (a virtual device's sink PCM \
+             must not lead back to rdmix)",
+        ));
+    }
     // SAFETY: forwarded from the loader.
     let cfg = unsafe { crate::config::parse(root, conf) }?;
     let conn = crate::client::open(&cfg)?;

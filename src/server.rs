@@ -24,6 +24,7 @@ use crate::error::{Error, Result};
 use crate::hw::{HwPcm, HwRequest};
 use crate::protocol::{self, Message};
 use crate::shm::{Geometry, SharedState};
+use crate::virtual_dev::{ClientRecord, Player, SinkSpec, VirtualDevice, VirtualGeometry};
 
 /// Command-line options of `rdmix-server`.
 #[derive(Clone, Debug, Default)]
@@ -39,6 +40,8 @@ pub struct Options {
     pub gid: Option<u32>,
     /// Stay in the foreground and log to stderr (for debugging).
     pub foreground: bool,
+    /// Run the virtual device with this sink instead of opening a card.
+    pub virtual_sink: Option<SinkSpec>,
 }
 
 pub fn parse_args(args: &[String]) -> Result<Options> {
@@ -81,11 +84,17 @@ pub fn parse_args(args: &[String]) -> Result<Options> {
                     .ok_or_else(|| Error::config(format!("--perm: '{v}' is not an octal mode")))?
             }
             "--gid" => o.gid = Some(num(v)? as u32),
+            "--virtual" => o.virtual_sink = Some(SinkSpec::parse(v)?),
             _ => return Err(Error::config(format!("unknown option {a}"))),
         }
     }
     o.socket = socket.ok_or_else(|| Error::config("--socket is required"))?;
-    o.card = card.ok_or_else(|| Error::config("--card is required"))?;
+    o.card = match (card, &o.virtual_sink) {
+        (Some(c), None) => c,
+        (None, Some(_)) => 0,
+        (None, None) => return Err(Error::config("--card or --virtual is required")),
+        (Some(_), Some(_)) => return Err(Error::config("--card and --virtual exclude each other")),
+    };
     Ok(o)
 }
 
@@ -107,12 +116,52 @@ struct Conn {
     since: Instant,
     /// Set once the client has been welcomed: (slot, pid).
     slot: Option<(u32, u32)>,
+    /// The client's program name, read at its welcome (it may be gone when it leaves).
+    program: String,
+}
+
+/// What the server plays on: a kernel hw PCM, or its own virtual device.
+#[derive(Debug)]
+enum Device {
+    Hw {
+        pcm: HwPcm,
+        /// The device's status page, for the housekeeping sweep's hardware position.
+        status: crate::hw::StatusPage,
+    },
+    Virtual {
+        dev: std::sync::Arc<VirtualDevice>,
+        /// The playing thread, started after the fork into the background.
+        player: Option<Player>,
+        /// Clients that have left (a WAV sink's summary).
+        played: Vec<ClientRecord>,
+    },
+}
+
+impl Device {
+    fn fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        match self {
+            Device::Hw { pcm, .. } => pcm.fd(),
+            Device::Virtual { dev, .. } => dev.fd(),
+        }
+    }
+    fn path(&self) -> &str {
+        match self {
+            Device::Hw { pcm, .. } => pcm.path(),
+            Device::Virtual { dev, .. } => dev.name(),
+        }
+    }
+    fn hw_ptr(&self) -> u64 {
+        match self {
+            Device::Hw { status, .. } => status.hw_ptr(),
+            Device::Virtual { dev, .. } => dev.hw_ptr(),
+        }
+    }
 }
 
 #[derive(Debug)]
 pub struct Server {
     listener: OwnedFd,
-    hw: HwPcm,
+    device: Device,
     shared: SharedState,
     conns: HashMap<RawFd, Conn>,
     uid: u32,
@@ -123,8 +172,6 @@ pub struct Server {
     /// A spare fd (on /dev/null), given up to accept and close one connection when the fd table
     /// is full: otherwise EMFILE leaves the listener readable and `poll` spinning.
     reserve: Option<OwnedFd>,
-    /// The device's status page, for the housekeeping sweep's hardware position.
-    status: crate::hw::StatusPage,
     last_sweep: Instant,
 }
 
@@ -161,28 +208,58 @@ pub fn setup(o: &Options) -> Result<Bound> {
         Backlog::new(64).map_err(|e| Error::sys("listen backlog", e))?,
     )
     .map_err(|e| Error::sys("listen", e))?;
-    let hw = HwPcm::open(o.card, o.device, o.subdevice)?;
-    let cfg = hw.configure(&o.request)?;
-    hw.prepare()?;
-    hw.start()?;
-    let g = Geometry {
-        format: cfg.format,
-        channels: cfg.channels,
-        rate: cfg.rate,
-        sample_bits: cfg.sample_bits,
-        period_size: cfg.period_size,
-        buffer_size: cfg.buffer_size,
-        boundary: cfg.boundary,
-        interleaved: cfg.interleaved,
-        card: o.card,
-        device: o.device,
-        subdevice: o.subdevice.unwrap_or(0),
+    let (device, g) = match &o.virtual_sink {
+        None => {
+            let hw = HwPcm::open(o.card, o.device, o.subdevice)?;
+            let cfg = hw.configure(&o.request)?;
+            hw.prepare()?;
+            hw.start()?;
+            let g = Geometry {
+                format: cfg.format,
+                channels: cfg.channels,
+                rate: cfg.rate,
+                sample_bits: cfg.sample_bits,
+                period_size: cfg.period_size,
+                buffer_size: cfg.buffer_size,
+                boundary: cfg.boundary,
+                interleaved: cfg.interleaved,
+                card: o.card,
+                device: o.device,
+                subdevice: o.subdevice.unwrap_or(0),
+                slave_kind: crate::shm::SLAVE_HW,
+            };
+            let status = hw.map_status()?;
+            (Device::Hw { pcm: hw, status }, g)
+        }
+        Some(sink) => {
+            let vg = VirtualGeometry::choose(&o.request)?;
+            let dev = VirtualDevice::create(vg, sink.clone())?;
+            let g = Geometry {
+                format: vg.format,
+                channels: vg.channels,
+                rate: vg.rate,
+                sample_bits: vg.sample_bits,
+                period_size: vg.period_size,
+                buffer_size: vg.buffer_size,
+                boundary: vg.boundary,
+                interleaved: true,
+                card: 0,
+                device: 0,
+                subdevice: 0,
+                slave_kind: crate::shm::SLAVE_VIRTUAL,
+            };
+            let device = Device::Virtual {
+                dev: std::sync::Arc::new(dev),
+                player: None,
+                played: Vec::new(),
+            };
+            (device, g)
+        }
     };
     let shared = SharedState::create(&g, std::process::id())?;
-    let status = hw.map_status()?;
     Ok(Bound::Ready(Box::new(Server {
         listener,
-        hw,
+        device,
         shared,
         conns: HashMap::new(),
         uid: nix::unistd::getuid().as_raw(),
@@ -191,7 +268,6 @@ pub fn setup(o: &Options) -> Result<Bound> {
         had_client: false,
         started: Instant::now(),
         reserve: None,
-        status,
         last_sweep: Instant::now(),
     })))
 }
@@ -199,7 +275,19 @@ pub fn setup(o: &Options) -> Result<Bound> {
 impl Server {
     /// Serve until the last client has gone.
     pub fn run(mut self) -> Result<()> {
+        if let Device::Virtual { dev, player, .. } = &mut self.device {
+            *player = Some(dev.start()?);
+        }
         loop {
+            if let Device::Virtual {
+                player: Some(p), ..
+            } = &self.device
+            {
+                if p.finished() {
+                    // The sink failed: say why and stop (clients see the device stopped).
+                    break;
+                }
+            }
             if self.conns.is_empty()
                 && (self.had_client || self.started.elapsed() > FIRST_CLIENT_TIMEOUT)
             {
@@ -240,8 +328,23 @@ impl Server {
         );
         // Unbind the name first so no new client connects to a server that is leaving.
         drop(self.listener);
-        let _ = self.hw.drop_stream();
-        Ok(())
+        match self.device {
+            Device::Hw { pcm, .. } => {
+                let _ = pcm.drop_stream();
+                Ok(())
+            }
+            Device::Virtual {
+                dev,
+                player,
+                played,
+            } => {
+                dev.mark_stopped();
+                let result = player.map(Player::stop).transpose();
+                let frames = result.as_ref().ok().copied().flatten().unwrap_or(0);
+                write_summary(&dev, &played, frames);
+                result.map(|_| ())
+            }
+        }
     }
 
     /// Housekeeping off the real-time path: keep stale lap tags from wrapping.
@@ -252,7 +355,7 @@ impl Server {
             self.shared.sum_ring(),
             g.channels as usize,
             g.buffer_size,
-            self.status.hw_ptr(),
+            self.device.hw_ptr(),
         );
     }
 
@@ -281,6 +384,7 @@ impl Server {
                             fd,
                             since: Instant::now(),
                             slot: None,
+                            program: String::new(),
                         },
                     );
                 }
@@ -347,6 +451,23 @@ impl Server {
     fn close(&mut self, k: RawFd) {
         if let Some(c) = self.conns.remove(&k) {
             if let Some((slot, pid)) = c.slot {
+                if let (Device::Virtual { played, .. }, Some(s)) =
+                    (&mut self.device, self.shared.slot(slot))
+                {
+                    // The slot is this client's until the server (this thread) welcomes
+                    // another client into it: its last figures are still there.
+                    let start = s.start_pos.load(std::sync::atomic::Ordering::Relaxed);
+                    let frames = s.frames_mixed.load(std::sync::atomic::Ordering::Relaxed);
+                    played.push(ClientRecord {
+                        pid,
+                        program: c.program.clone(),
+                        start_frame: if frames > 0 { start } else { 0 },
+                        frames,
+                        late: s.late.load(std::sync::atomic::Ordering::Relaxed),
+                        xruns: s.xruns.load(std::sync::atomic::Ordering::Relaxed),
+                        clips: s.clips.load(std::sync::atomic::Ordering::Relaxed),
+                    });
+                }
                 self.shared.release_slot(slot, pid);
             }
         }
@@ -479,17 +600,54 @@ impl Server {
             .ok_or_else(|| Error::server(libc::EBUSY, "the mixer has no free client slot"))?;
         let msg = Message::Welcome {
             slot,
-            hw_path: self.hw.path().to_string(),
+            hw_path: self.device.path().to_string(),
         };
-        if let Err(e) = protocol::send(c.fd.as_fd(), &msg, &[self.hw.fd(), self.shared.fd()]) {
+        if let Err(e) = protocol::send(
+            c.fd.as_fd(),
+            &msg,
+            &[self.device.fd(), self.shared.fd()],
+        ) {
             self.shared.release_slot(slot, pid);
             return Err(e);
         }
         if let Some(c) = self.conns.get_mut(&k) {
             c.slot = Some((slot, pid));
+            c.program = std::fs::read_to_string(format!("/proc/{pid}/comm"))
+                .map(|s| s.trim().to_string())
+                .unwrap_or_default();
         }
         self.had_client = true;
         Ok(())
+    }
+}
+
+/// The virtual device's summary when the server stops: one line per client that played, and
+/// the total; to the server's log, and for a WAV sink also to `<file>.txt` (the frames are WAV
+/// frames: the device's position 0 is the file's first frame).
+fn write_summary(dev: &VirtualDevice, played: &[ClientRecord], frames: u64) {
+    let g = dev.geometry();
+    let mut text = format!(
+        "rdmix virtual device {}: {} {} Hz {} ch, period {} buffer {}, {frames} frames played\n",
+        dev.name(),
+        crate::hw::format_name(g.format),
+        g.rate,
+        g.channels,
+        g.period_size,
+        g.buffer_size
+    );
+    for c in played {
+        text.push_str(&format!(
+            "client pid={} program={} start_frame={} frames={} late_samples={} xruns={} clips={}\n",
+            c.pid, c.program, c.start_frame, c.frames, c.late, c.xruns, c.clips
+        ));
+    }
+    eprint!("{text}");
+    if let SinkSpec::Wav(p) = dev.sink() {
+        let mut path = p.clone().into_os_string();
+        path.push(".txt");
+        if let Err(e) = std::fs::write(&path, text) {
+            eprintln!("rdmix-server: cannot write {}: {e}", path.to_string_lossy());
+        }
     }
 }
 
@@ -569,6 +727,9 @@ fn drop_realtime() {
 pub fn main(args: &[String]) -> i32 {
     close_inherited_fds();
     drop_realtime();
+    // So that a virtual device's sink PCM cannot lead back into rdmix (the plugin refuses to
+    // open in this process). Set while the process has one thread.
+    std::env::set_var(crate::alsa_out::IN_SERVER_ENV, "1");
     // SAFETY: installing SIG_IGN for SIGPIPE in our own single-threaded process.
     unsafe { libc::signal(libc::SIGPIPE, libc::SIG_IGN) };
     let o = match parse_args(args) {
@@ -582,7 +743,10 @@ pub fn main(args: &[String]) -> i32 {
         Ok(Bound::Ready(s)) => s,
         Ok(Bound::AlreadyRunning) => return 0,
         Err(e) => {
-            eprintln!("rdmix-server: hw:{},{}: {e}", o.card, o.device);
+            match &o.virtual_sink {
+                Some(s) => eprintln!("rdmix-server: virtual:{}: {e}", s.arg()),
+                None => eprintln!("rdmix-server: hw:{},{}: {e}", o.card, o.device),
+            }
             return e.errno().clamp(1, 255);
         }
     };

@@ -159,7 +159,20 @@ impl Stream {
             }
             None => (0..geom.channels as u16).map(Some).collect(),
         };
-        let hw = HwPcm::from_fd(hw_fd, hw_path);
+        let st = nix::sys::stat::fstat(&hw_fd).map_err(|e| Error::sys("fstat hw fd", e))?;
+        let is_file = st.st_mode & libc::S_IFMT == libc::S_IFREG;
+        if is_file != (geom.slave_kind == crate::shm::SLAVE_VIRTUAL) {
+            return Err(Error::protocol(format!(
+                "the server handed a {} for a mixer of slave kind {}",
+                if is_file { "file" } else { "device" },
+                geom.slave_kind
+            )));
+        }
+        let hw = if geom.slave_kind == crate::shm::SLAVE_VIRTUAL {
+            HwPcm::virtual_from_fd(hw_fd, hw_path)
+        } else {
+            HwPcm::from_fd(hw_fd, hw_path)
+        };
         let status = hw.map_status()?;
         let (dma, areas) = hw.map_dma_for_client(
             geom.channels,
@@ -341,7 +354,9 @@ impl Stream {
     /// Refresh the slave position: HWSYNC makes the kernel read the driver's pointer now.
     fn sync_slave(&mut self) -> Result<()> {
         self.slave_clock_ns = monotonic_ns();
-        if self.slowptr {
+        if self.hw.is_virtual() {
+            self.check_virtual_clock()?;
+        } else if self.slowptr {
             self.hw.hwsync()?;
         }
         let raw = self.status.hw_ptr();
@@ -353,6 +368,31 @@ impl Stream {
         }
         self.slave += delta;
         self.slave_raw = raw;
+        Ok(())
+    }
+
+    /// The virtual device runs in the server: if the server stopped it, or died (its clock has
+    /// not moved for a second plus two buffers), fail with ENODEV as a removed card does,
+    /// rather than wait for a position that will never move. No syscall: the status page and
+    /// the vDSO clock.
+    fn check_virtual_clock(&self) -> Result<()> {
+        let gone = |why: &str| {
+            Err(Error::new(
+                crate::error::ErrorKind::Io,
+                libc::ENODEV,
+                format!("{} {why}", self.hw.path()),
+            ))
+        };
+        if self.status.state() != hw::SNDRV_PCM_STATE_RUNNING {
+            return gone("was stopped by rdmix-server");
+        }
+        let t = self.status.tstamp();
+        let stamp = t.tv_sec as u64 * 1_000_000_000 + t.tv_nsec as u64;
+        let limit =
+            1_000_000_000 + 2 * self.geom.buffer_size * 1_000_000_000 / self.geom.rate.max(1) as u64;
+        if self.slave_clock_ns.saturating_sub(stamp) > limit {
+            return gone("stopped moving: rdmix-server is gone");
+        }
         Ok(())
     }
 
