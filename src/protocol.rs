@@ -19,6 +19,10 @@
 //! - `Status` (server → client), body: `u32 server pid`, `u32 live clients`; carries one fd: the
 //!   shared-state memfd, for the asker to map read-only. The server then closes the connection.
 //!
+//! The fixed parts are the `#[repr(C)]` structs below ([`MsgHeader`] and one body per kind), with
+//! the `KIND_*` tags and the limits as constants; the encoder and decoder use them, and cbindgen
+//! exports them to `include/rdmix.h` for C tools.
+//!
 //! After `Welcome` nothing more is said: the connection stays open only so that the server sees
 //! the client go (EOF) and can reclaim its slot. There is no per-period traffic.
 //!
@@ -32,16 +36,162 @@ use nix::sys::socket::{sendmsg, ControlMessage, MsgFlags, UnixAddr};
 
 use crate::error::{Error, Result};
 
-pub const MAGIC: u32 = u32::from_le_bytes(*b"RDMX");
+/// "RDMX" as a little-endian u32 (a literal, so that cbindgen can export it; pinned below).
+pub const MAGIC: u32 = 0x584d_4452;
 pub const PROTO_VERSION: u16 = 1;
 /// No packet is larger than this; a bigger one is malformed.
 pub const MAX_PACKET: usize = 1024;
+/// The longest device path a `Welcome` carries (bytes, no terminating NUL).
+pub const MAX_HW_PATH: usize = 256;
+/// The longest message a `Refuse` carries (bytes, no terminating NUL): the whole packet
+/// (header, `RefuseBody`, message) fits in `MAX_PACKET`.
+pub const MAX_REFUSE_MESSAGE: usize = 1008;
 
-const KIND_HELLO: u16 = 1;
-const KIND_WELCOME: u16 = 2;
-const KIND_REFUSE: u16 = 3;
-const KIND_QUERY: u16 = 4;
-const KIND_STATUS: u16 = 5;
+/// `MsgHeader::kind` of a `Hello` (client → server), body `HelloBody`, no fds.
+pub const KIND_HELLO: u16 = 1;
+/// `MsgHeader::kind` of a `Welcome` (server → client), body `WelcomeBody` and the device path;
+/// two fds: the hw PCM fd (or the virtual device's), then the shared-state memfd.
+pub const KIND_WELCOME: u16 = 2;
+/// `MsgHeader::kind` of a `Refuse` (server → client), body `RefuseBody` and the message.
+pub const KIND_REFUSE: u16 = 3;
+/// `MsgHeader::kind` of a `Query` (client → server), body `QueryBody`, no fds.
+pub const KIND_QUERY: u16 = 4;
+/// `MsgHeader::kind` of a `Status` (server → client), body `StatusBody`; one fd: the
+/// shared-state memfd. The server closes the connection after it.
+pub const KIND_STATUS: u16 = 5;
+
+/// Every socket name starts with this. Abstract namespace: a NUL byte, then the name, no
+/// terminator; `/proc/net/unix` shows it with a leading `@`. The whole name is
+/// `rdmix/u<uid>/c<card>d<device>s<subdevice>/k<ipc_key>` for a private mixer and
+/// `rdmix/shared/c<card>d<device>s<subdevice>/k<ipc_key>` for one shared between users.
+/// (`RDMIX_SOCKET_PREFIX` in the C header comes from include/cbindgen.toml, as cbindgen 0.24
+/// exports no string constant; tests/c_header.rs checks that the two are equal.)
+pub const SOCKET_PREFIX: &str = "rdmix/";
+
+/// The first 8 bytes of every packet. Every field on the wire is little-endian and the
+/// structs of the wire have no padding, so on a little-endian machine a packet is these
+/// structs' memory image: the header, the kind's body, then the body's variable bytes if any.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MsgHeader {
+    /// `MAGIC`.
+    pub magic: u32,
+    /// `PROTO_VERSION`.
+    pub version: u16,
+    /// `KIND_*`.
+    pub kind: u16,
+}
+
+/// Body of a `Hello`: sent once after connect, to join the mixer.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HelloBody {
+    pub pid: u32,
+    /// Written as 0, ignored.
+    pub reserved: u32,
+}
+
+/// Body of a `Welcome`, followed by `path_len` (at most `MAX_HW_PATH`) bytes of the device path.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct WelcomeBody {
+    /// The client's slot in the shared state.
+    pub slot: u32,
+    /// Written as 0, ignored.
+    pub reserved: u32,
+    pub path_len: u64,
+}
+
+/// Body of a `Refuse`, followed by `len` (at most `MAX_REFUSE_MESSAGE`) bytes of UTF-8 message.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RefuseBody {
+    /// Positive errno value (not named `errno`, a macro in C).
+    pub error: i32,
+    pub len: u32,
+}
+
+/// Body of a `Query`: introspection instead of `Hello` (no slot is claimed; the same admission
+/// check applies).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct QueryBody {
+    pub pid: u32,
+    /// Written as 0, ignored.
+    pub reserved: u32,
+}
+
+/// Body of a `Status`: the answer to a `Query`, with the shared-state memfd attached.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct StatusBody {
+    pub server_pid: u32,
+    /// Live clients (slots in use) when the server answered.
+    pub clients: u32,
+}
+
+// The wire structs have no padding (their memory image on a little-endian machine is the wire
+// format), and the constants are what their definitions say.
+const _: () = {
+    assert!(size_of::<MsgHeader>() == 8);
+    assert!(size_of::<HelloBody>() == 8);
+    assert!(size_of::<WelcomeBody>() == 16);
+    assert!(size_of::<RefuseBody>() == 8);
+    assert!(size_of::<QueryBody>() == 8);
+    assert!(size_of::<StatusBody>() == 8);
+    assert!(MAGIC == u32::from_le_bytes(*b"RDMX"));
+    assert!(MAX_REFUSE_MESSAGE == MAX_PACKET - size_of::<MsgHeader>() - size_of::<RefuseBody>());
+};
+
+impl MsgHeader {
+    fn put(&self, b: &mut Vec<u8>) {
+        b.extend_from_slice(&self.magic.to_le_bytes());
+        b.extend_from_slice(&self.version.to_le_bytes());
+        b.extend_from_slice(&self.kind.to_le_bytes());
+    }
+    fn get(r: &mut Reader<'_>) -> Result<MsgHeader> {
+        Ok(MsgHeader {
+            magic: r.u32()?,
+            version: r.u16()?,
+            kind: r.u16()?,
+        })
+    }
+}
+
+/// Wire form of the fixed-size bodies: their fields in order, little-endian.
+macro_rules! wire_body {
+    ($t:ident { $($f:ident: $get:ident),* }) => {
+        impl $t {
+            fn put(&self, b: &mut Vec<u8>) {
+                $(b.extend_from_slice(&self.$f.to_le_bytes());)*
+            }
+            fn get(r: &mut Reader<'_>) -> Result<$t> {
+                Ok($t { $($f: r.$get()?),* })
+            }
+        }
+    };
+}
+wire_body!(HelloBody {
+    pid: u32,
+    reserved: u32
+});
+wire_body!(WelcomeBody {
+    slot: u32,
+    reserved: u32,
+    path_len: u64
+});
+wire_body!(RefuseBody {
+    error: i32,
+    len: u32
+});
+wire_body!(QueryBody {
+    pid: u32,
+    reserved: u32
+});
+wire_body!(StatusBody {
+    server_pid: u32,
+    clients: u32
+});
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Message {
@@ -64,44 +214,62 @@ impl Message {
         }
     }
 
+    fn kind(&self) -> u16 {
+        match self {
+            Message::Hello { .. } => KIND_HELLO,
+            Message::Welcome { .. } => KIND_WELCOME,
+            Message::Refuse { .. } => KIND_REFUSE,
+            Message::Query { .. } => KIND_QUERY,
+            Message::Status { .. } => KIND_STATUS,
+        }
+    }
+
     pub fn encode(&self) -> Vec<u8> {
         let mut b = Vec::with_capacity(64);
-        b.extend_from_slice(&MAGIC.to_le_bytes());
-        b.extend_from_slice(&PROTO_VERSION.to_le_bytes());
+        MsgHeader {
+            magic: MAGIC,
+            version: PROTO_VERSION,
+            kind: self.kind(),
+        }
+        .put(&mut b);
         match self {
-            Message::Hello { pid } => {
-                b.extend_from_slice(&KIND_HELLO.to_le_bytes());
-                b.extend_from_slice(&pid.to_le_bytes());
-                b.extend_from_slice(&0u32.to_le_bytes());
+            Message::Hello { pid } => HelloBody {
+                pid: *pid,
+                reserved: 0,
             }
+            .put(&mut b),
             Message::Welcome { slot, hw_path } => {
-                b.extend_from_slice(&KIND_WELCOME.to_le_bytes());
-                b.extend_from_slice(&slot.to_le_bytes());
-                b.extend_from_slice(&0u32.to_le_bytes());
-                let p = truncate(hw_path, 256);
-                b.extend_from_slice(&(p.len() as u64).to_le_bytes());
+                let p = truncate(hw_path, MAX_HW_PATH);
+                WelcomeBody {
+                    slot: *slot,
+                    reserved: 0,
+                    path_len: p.len() as u64,
+                }
+                .put(&mut b);
                 b.extend_from_slice(p.as_bytes());
             }
             Message::Refuse { errno, message } => {
-                b.extend_from_slice(&KIND_REFUSE.to_le_bytes());
-                b.extend_from_slice(&errno.to_le_bytes());
-                let m = truncate(message, MAX_PACKET - 16);
-                b.extend_from_slice(&(m.len() as u32).to_le_bytes());
+                let m = truncate(message, MAX_REFUSE_MESSAGE);
+                RefuseBody {
+                    error: *errno,
+                    len: m.len() as u32,
+                }
+                .put(&mut b);
                 b.extend_from_slice(m.as_bytes());
             }
-            Message::Query { pid } => {
-                b.extend_from_slice(&KIND_QUERY.to_le_bytes());
-                b.extend_from_slice(&pid.to_le_bytes());
-                b.extend_from_slice(&0u32.to_le_bytes());
+            Message::Query { pid } => QueryBody {
+                pid: *pid,
+                reserved: 0,
             }
+            .put(&mut b),
             Message::Status {
                 server_pid,
                 clients,
-            } => {
-                b.extend_from_slice(&KIND_STATUS.to_le_bytes());
-                b.extend_from_slice(&server_pid.to_le_bytes());
-                b.extend_from_slice(&clients.to_le_bytes());
+            } => StatusBody {
+                server_pid: *server_pid,
+                clients: *clients,
             }
+            .put(&mut b),
         }
         b
     }
@@ -109,51 +277,59 @@ impl Message {
     /// Decode one packet. Every length is checked; anything unexpected is an error naming it.
     pub fn decode(b: &[u8]) -> Result<Message> {
         let mut r = Reader { b, pos: 0 };
-        let magic = r.u32()?;
-        if magic != MAGIC {
-            return Err(Error::protocol(format!("bad magic {magic:#010x}")));
+        let h = MsgHeader::get(&mut r)?;
+        if h.magic != MAGIC {
+            return Err(Error::protocol(format!("bad magic {:#010x}", h.magic)));
         }
-        let ver = r.u16()?;
-        if ver != PROTO_VERSION {
+        if h.version != PROTO_VERSION {
             return Err(Error::protocol(format!(
-                "protocol version {ver}, this build speaks {PROTO_VERSION}"
+                "protocol version {}, this build speaks {PROTO_VERSION}",
+                h.version
             )));
         }
-        let msg = match r.u16()? {
-            KIND_HELLO => {
-                let pid = r.u32()?;
-                let _ = r.u32()?;
-                Message::Hello { pid }
-            }
+        let msg = match h.kind {
+            KIND_HELLO => Message::Hello {
+                pid: HelloBody::get(&mut r)?.pid,
+            },
             KIND_WELCOME => {
-                let slot = r.u32()?;
-                let _ = r.u32()?;
-                let len = r.u64()?;
-                if len > 256 {
-                    return Err(Error::protocol(format!("device path length {len} > 256")));
+                let w = WelcomeBody::get(&mut r)?;
+                if w.path_len > MAX_HW_PATH as u64 {
+                    return Err(Error::protocol(format!(
+                        "device path length {} > {MAX_HW_PATH}",
+                        w.path_len
+                    )));
                 }
-                let hw_path = r.string(len as usize)?;
-                Message::Welcome { slot, hw_path }
+                let hw_path = r.string(w.path_len as usize)?;
+                Message::Welcome {
+                    slot: w.slot,
+                    hw_path,
+                }
             }
             KIND_REFUSE => {
-                let errno = r.i32()?;
-                let len = r.u32()? as usize;
+                let f = RefuseBody::get(&mut r)?;
                 // What encode writes at most: the whole packet within MAX_PACKET.
-                if len > MAX_PACKET - 16 {
-                    return Err(Error::protocol(format!("message length {len} too large")));
+                if f.len as usize > MAX_REFUSE_MESSAGE {
+                    return Err(Error::protocol(format!(
+                        "message length {} too large",
+                        f.len
+                    )));
                 }
-                let message = r.string(len)?;
-                Message::Refuse { errno, message }
+                let message = r.string(f.len as usize)?;
+                Message::Refuse {
+                    errno: f.error,
+                    message,
+                }
             }
-            KIND_QUERY => {
-                let pid = r.u32()?;
-                let _ = r.u32()?;
-                Message::Query { pid }
-            }
-            KIND_STATUS => Message::Status {
-                server_pid: r.u32()?,
-                clients: r.u32()?,
+            KIND_QUERY => Message::Query {
+                pid: QueryBody::get(&mut r)?.pid,
             },
+            KIND_STATUS => {
+                let s = StatusBody::get(&mut r)?;
+                Message::Status {
+                    server_pid: s.server_pid,
+                    clients: s.clients,
+                }
+            }
             k => return Err(Error::protocol(format!("unknown message kind {k}"))),
         };
         if r.pos != b.len() {
@@ -234,7 +410,7 @@ pub fn socket_name(
         Some(uid) => format!("u{uid}"),
         None => "shared".to_string(),
     };
-    format!("rdmix/{who}/c{card}d{device}s{subdevice}/k{ipc_key}")
+    format!("{SOCKET_PREFIX}{who}/c{card}d{device}s{subdevice}/k{ipc_key}")
 }
 
 pub fn socket_addr(name: &str) -> Result<UnixAddr> {

@@ -22,6 +22,9 @@ use crate::error::{Error, Result};
 
 /// "RDMIXSHM" as a little-endian u64.
 pub const MAGIC: u64 = u64::from_le_bytes(*b"RDMIXSHM");
+/// [`MAGIC`] as a literal, for the C header (cbindgen cannot evaluate `from_le_bytes`).
+pub const SHM_MAGIC: u64 = 0x4d48_5358_494d_4452;
+const _: () = assert!(SHM_MAGIC == MAGIC);
 /// Bumped on any layout change. v2: client slots of 128 bytes (client parameters, start
 /// position, volume, mute, peak, clips) and the header's `slave_kind`.
 pub const VERSION: u32 = 2;

@@ -4,7 +4,7 @@
 set -euo pipefail
 
 PKGS=(qemu-system-x86 busybox-static alsa-utils sox cpio kmod xz-utils zstd strace libasound2-dev
-      pkg-config gcc libc6-dev binutils)
+      pkg-config gcc libc6-dev binutils cbindgen)
 
 declare -A ok=()
 while IFS=' ' read -r pkg status; do
