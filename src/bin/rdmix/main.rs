@@ -4,6 +4,8 @@
 //! socket names in /proc/net/unix) and the clients of each, read from the shared state the
 //! server hands over on a `Query` (no slot is claimed, nothing touches the real-time path).
 
+mod install;
+
 use std::sync::atomic::Ordering;
 
 use asound_module_pcm_rdmix::{client, hw, shm::SharedState};
@@ -179,8 +181,10 @@ fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let code = match args.first().map(String::as_str) {
         Some("status") => status(args.iter().any(|a| a == "--json")),
+        Some("install") => install::install(&args[1..]),
+        Some("uninstall") => install::uninstall(&args[1..]),
         _ => {
-            eprintln!("{USAGE}");
+            eprintln!("{USAGE}\n{}", install::INSTALL_USAGE);
             2
         }
     };
