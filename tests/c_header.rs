@@ -482,3 +482,229 @@ fn c_layout_matches_rust() {
     assert!(failures.is_empty(), "{}", failures.join("\n"));
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Build examples/rdmix_read.c against the header (as tests/c_reader.rs does for the VM).
+fn build_reader(dir: &Path) -> PathBuf {
+    let exe = dir.join("rdmix_read");
+    let out = Command::new("gcc")
+        .args([
+            "-std=c11",
+            "-Wall",
+            "-Wextra",
+            "-Werror",
+            "-pedantic",
+            "-O2",
+            "-I",
+        ])
+        .arg(root().join("include"))
+        .arg(root().join("examples/rdmix_read.c"))
+        .arg("-o")
+        .arg(&exe)
+        .output()
+        .expect("run gcc");
+    assert!(
+        out.status.success(),
+        "gcc failed on examples/rdmix_read.c:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    exe
+}
+
+/// Serve one connection on a fresh abstract socket the way rdmix-server answers a Query (with
+/// protocol::send), run the reader on it, and return (its exit status, stdout, stderr, the
+/// Query it sent).
+fn serve_reader(
+    exe: &Path,
+    tag: &str,
+    answer: &protocol::Message,
+    fd: Option<std::os::fd::BorrowedFd<'_>>,
+) -> (i32, String, String, protocol::Message) {
+    use nix::sys::socket::{
+        accept, bind, listen, socket, AddressFamily, Backlog, SockFlag, SockType,
+    };
+    use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
+    let name = format!("rdmix/test-c-header-{}/{tag}", std::process::id());
+    let l = socket(
+        AddressFamily::Unix,
+        SockType::SeqPacket,
+        SockFlag::SOCK_CLOEXEC,
+        None,
+    )
+    .expect("socket");
+    bind(l.as_raw_fd(), &protocol::socket_addr(&name).expect("addr")).expect("bind");
+    listen(&l, Backlog::new(4).expect("backlog")).expect("listen");
+    let child = Command::new(exe)
+        .arg(format!("@{name}"))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run rdmix_read");
+    // SAFETY: accept returned a new connected fd that nothing else owns.
+    let conn = unsafe { OwnedFd::from_raw_fd(accept(l.as_raw_fd()).expect("accept")) };
+    let (query, fds) = protocol::recv(conn.as_fd()).expect("receive the reader's Query");
+    assert!(fds.is_empty(), "the Query carried fds");
+    let fds: Vec<_> = fd.into_iter().collect();
+    protocol::send(conn.as_fd(), answer, &fds).expect("send the answer");
+    drop(conn);
+    let out = child.wait_with_output().expect("wait for rdmix_read");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+        query,
+    )
+}
+
+/// The C reader against shared state made by `SharedState::create` and served over the real
+/// protocol code: every value it prints is the one Rust wrote; it refuses a Refuse, a layout of
+/// another version and a memfd that is not rdmix's, with a message each.
+#[test]
+fn c_reader_reads_rust_shared_state_and_refuses_other_layouts() {
+    use std::sync::atomic::Ordering::Relaxed;
+    let dir = scratch("reader");
+    let exe = build_reader(&dir);
+    let g = shm::Geometry {
+        format: 10, // S32_LE
+        channels: 6,
+        rate: 44_100,
+        sample_bits: 32,
+        period_size: 333,
+        buffer_size: 1332,
+        boundary: 1 << 42,
+        interleaved: true,
+        card: 3,
+        device: 7,
+        subdevice: 2,
+        slave_kind: shm::SLAVE_HW,
+    };
+    let st = shm::SharedState::create(&g, 4242).expect("create shared state");
+    let mut want = BTreeMap::new();
+    for (k, pid) in [(1u64, 1111u32), (2, 2222), (3, 3333)] {
+        let i = st.claim_slot(pid).expect("claim a slot");
+        let s = st.slot(i).expect("slot");
+        s.state.store(k as u32, Relaxed);
+        s.frames_mixed.store(1_000_000_007 * k, Relaxed);
+        s.mixed_to.store(5_000_000_011 * k, Relaxed);
+        s.start_pos.store(77 * k, Relaxed);
+        s.xruns.store(10 + k as u32, Relaxed);
+        s.late.store(20 + k as u32, Relaxed);
+        s.wakeups.store(30 + k, Relaxed);
+        s.early_wakeups.store(40 + k, Relaxed);
+        s.volume.store(shm::VOLUME_UNITY / 2 * k as u32, Relaxed);
+        s.muted.store(k as u32 % 2, Relaxed);
+        s.peak.store(50 + k as u32, Relaxed);
+        s.clips.store(60 + k as u32, Relaxed);
+        s.format.store(-(k as i32), Relaxed);
+        s.channels.store(k as u32, Relaxed);
+        s.rate.store(8000 * k as u32, Relaxed);
+        s.period_size.store(100 * k, Relaxed);
+        s.buffer_size.store(400 * k, Relaxed);
+        want.insert(
+            pid,
+            format!(
+                "slot {i} pid {pid} state {k} frames_mixed {} mixed_to {} start_pos {} xruns {} \
+                 late {} wakeups {} early_wakeups {} volume {} muted {} peak {} clips {} format \
+                 {} channels {k} rate {} period_size {} buffer_size {}",
+                1_000_000_007 * k,
+                5_000_000_011 * k,
+                77 * k,
+                10 + k,
+                20 + k,
+                30 + k,
+                40 + k,
+                shm::VOLUME_UNITY / 2 * k as u32,
+                k % 2,
+                50 + k,
+                60 + k,
+                -(k as i64),
+                8000 * k,
+                100 * k,
+                400 * k
+            ),
+        );
+    }
+    // A freed slot is not listed.
+    let gone = st.claim_slot(9999).expect("claim");
+    st.slot(gone).expect("slot").pid.store(0, Relaxed);
+    st.header().clients.store(3, Relaxed);
+    st.header().attaches.store(4, Relaxed);
+
+    let status = protocol::Message::Status {
+        server_pid: 4242,
+        clients: 3,
+    };
+    let (code, out, err, query) = serve_reader(&exe, "good", &status, Some(st.fd()));
+    assert_eq!(code, 0, "rdmix_read failed: {err}");
+    assert!(
+        matches!(query, protocol::Message::Query { pid } if pid > 0),
+        "the reader sent {query:?}"
+    );
+    let h = st.header();
+    let expect_lines = [
+        format!(
+            "mixer rdmix/test-c-header-{}/good server_pid 4242 live_clients 3",
+            std::process::id()
+        ),
+        format!(
+            "layout version {} header_size 256 slot_size {} max_clients {} total_size {} \
+             slots_offset {} sum_offset {} sum_len {} clients 3 attaches 4",
+            shm::VERSION,
+            size_of::<shm::ClientSlot>(),
+            shm::MAX_CLIENTS,
+            h.total_size,
+            h.slots_offset,
+            h.sum_offset,
+            h.sum_len
+        ),
+        format!(
+            "geometry card 3 device 7 subdevice 2 slave_kind 0 format 10 rate 44100 channels 6 \
+             sample_bits 32 period_size 333 buffer_size 1332 boundary {} interleaved 1 \
+             server_pid 4242",
+            1u64 << 42
+        ),
+    ];
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 6, "rdmix_read printed:\n{out}");
+    for (got, exp) in lines.iter().zip(&expect_lines) {
+        assert_eq!(*got, exp, "rdmix_read printed:\n{out}");
+    }
+    let mut slots: Vec<String> = lines[3..].iter().map(|l| l.to_string()).collect();
+    slots.sort();
+    let mut exp: Vec<String> = want.into_values().collect();
+    exp.sort();
+    assert_eq!(slots, exp, "the slots rdmix_read printed");
+    println!("rdmix_read against Rust-made state:\n{out}");
+
+    // A Refuse is reported with its message.
+    let refuse = protocol::Message::Refuse {
+        errno: libc::EACCES,
+        message: "uid 5 may not join: ipc_perm 0600".into(),
+    };
+    let (code, _, err, _) = serve_reader(&exe, "refuse", &refuse, None);
+    assert!(
+        code == 2 && err.contains("refused") && err.contains("uid 5 may not join"),
+        "Refuse: status {code}, {err}"
+    );
+
+    // Another layout version, and a memfd that is not rdmix's at all.
+    for (tag, version, magic, words) in [
+        ("v99", 99u32, shm::SHM_MAGIC, "layout v99"),
+        ("magic", shm::VERSION, 0x1234_5678u64, "magic"),
+    ] {
+        let fd = nix::sys::memfd::memfd_create(c"fake", nix::sys::memfd::MFdFlags::MFD_CLOEXEC)
+            .expect("memfd");
+        let mut b = vec![0u8; 4096];
+        b[0..8].copy_from_slice(&magic.to_ne_bytes());
+        b[8..12].copy_from_slice(&version.to_ne_bytes());
+        b[12..16].copy_from_slice(&256u32.to_ne_bytes());
+        nix::unistd::write(&fd, &b).expect("write fake state");
+        use std::os::fd::AsFd;
+        let (code, out, err, _) = serve_reader(&exe, tag, &status, Some(fd.as_fd()));
+        assert!(
+            code == 3 && err.contains(words) && out.is_empty(),
+            "{tag}: status {code}, stdout {out:?}, stderr {err}"
+        );
+        println!("{tag}: refused: {}", err.trim());
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
