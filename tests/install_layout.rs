@@ -69,7 +69,7 @@ fn dry_run_layout(out: &str) -> BTreeSet<(String, String)> {
 }
 
 /// The same from Cargo.toml's `[package.metadata.deb]` assets: `["src", "dest", "mode"]`, a
-/// dest ending in `/` taking the source's file name, a source that is a symlink packaged as one.
+/// dest ending in `/` taking the source's file name; plus the links postinst makes.
 fn deb_layout() -> BTreeSet<(String, String)> {
     let toml = std::fs::read_to_string(project_root().join("Cargo.toml")).expect("Cargo.toml");
     let section = toml
@@ -94,12 +94,25 @@ fn deb_layout() -> BTreeSet<(String, String)> {
         } else {
             format!("/{dest}")
         };
-        let src_path = project_root().join(src);
-        let kind = match std::fs::read_link(&src_path) {
-            Ok(t) => format!("link {}", t.display()),
-            Err(_) => format!("file {mode:0>4}"),
-        };
-        v.insert((dest, kind));
+        v.insert((dest, format!("file {mode:0>4}")));
+    }
+    // The /etc/alsa/conf.d symlink is made by the package's postinst (pkg/debian/postinst
+    // says why): its `ln -s TARGET LINK` line.
+    let dir = section
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("maintainer-scripts = "))
+        .expect("[package.metadata.deb] has maintainer-scripts")
+        .trim_matches('"');
+    let postinst = std::fs::read_to_string(project_root().join(dir).join("postinst"))
+        .expect("maintainer-scripts has a postinst");
+    for l in postinst
+        .lines()
+        .map(str::trim)
+        .filter(|l| l.starts_with("ln -s "))
+    {
+        let w: Vec<&str> = l.split_whitespace().collect();
+        let link = w[3].trim_matches('"').trim_start_matches("$DPKG_ROOT");
+        v.insert((link.to_string(), format!("link {}", w[2])));
     }
     v
 }
