@@ -18,13 +18,20 @@ mark start
 mkdir -p /tmp/build
 cp "$SO" "$SERVER" "$RDMIX" /tmp/build/ || exit 91
 cp sig32.wav sig16.wav /tmp/ || exit 92
+mark copied
 
-# No configuration of our own anywhere alsa-lib looks.
+# No configuration of our own anywhere alsa-lib looks, and nothing of rdmix installed (the
+# distribution's own conf.d directories may exist: they are noted, not required absent).
 {
     env | grep ALSA || echo "no ALSA_* variables"
-    for f in /etc/asound.conf /root/.asoundrc /etc/alsa/conf.d /usr/share/alsa/alsa.conf.d \
-             /usr/lib/x86_64-linux-gnu/alsa-lib; do
+    for f in /etc/asound.conf /root/.asoundrc; do
         [ -e "$f" ] && echo "exists $f" || echo "absent $f"
+    done
+    find /usr /etc /var -xdev \( -name libasound_module_pcm_rdmix.so -o -name rdmix-server \
+        -o -name '*-rdmix*.conf*' -o -path /usr/bin/rdmix -o -path /var/lib/rdmix \
+        -o -path /usr/libexec/rdmix \) | sed 's/^/rdmix file /'
+    for f in /etc/alsa/conf.d /usr/share/alsa/alsa.conf.d /usr/lib/x86_64-linux-gnu/alsa-lib; do
+        [ -e "$f" ] && echo "note: $f exists" || echo "note: $f absent"
     done
 } > before.txt
 cat /proc/asound/cards > cards.txt
@@ -53,12 +60,15 @@ ls -l /etc/alsa/conf.d/ /usr/share/alsa/alsa.conf.d/ /usr/libexec/rdmix/ \
 # play NAME CAPFORMAT APLAY_ARGS...: capture the loopback while aplay plays; one second in,
 # record which server runs (its executable), which plugin file the player mapped, and what
 # the installed `rdmix status --json` says.
+# The capture runs until half a second after aplay ends (SIGINT: arecord closes the file), so a
+# slow start on a loaded host does not cut the signal; aplay is launched 0.4 s into it.
 play() {
     name=$1; fmt=$2; shift 2
-    arecord -q -D hw:Loopback,1,0 -f "$fmt" -r 48000 -c 2 -t raw -d 4 "cap_$name.raw" \
+    arecord -q -D hw:Loopback,1,0 -f "$fmt" -r 48000 -c 2 -t raw -d 30 "cap_$name.raw" \
         2>"arecord_$name.log" &
     rec=$!
     sleep 0.4
+    echo "$(up)" > "launched_$name"
     "$@" > "play_$name.log" 2>&1 &
     ap=$!
     sleep 1
@@ -69,6 +79,9 @@ play() {
     /usr/bin/rdmix status --json > "rdmix_status_$name.json" 2>&1
     wait $ap
     echo $? > "status_$name"
+    echo "$(up)" > "ended_$name"
+    sleep 0.5
+    kill -INT $rec
     wait $rec
     sleep 0.3
     echo "$(servers)" > "servers_after_$name"
@@ -77,13 +90,14 @@ play() {
 
 # 1. `aplay -D rdmix`: pcm.rdmix of 50-rdmix.conf, card 0 (Loopback), its default slave
 # format (S32_LE on snd-aloop); the file is S32_LE, as `-D rdmix` takes the slave's format.
-play rdmix S32_LE aplay -v -D rdmix /tmp/sig32.wav
+# The players run SCHED_FIFO, as audio programs do (the other VM tests' clients too).
+play rdmix S32_LE chrt -f 10 aplay -v -D rdmix /tmp/sig32.wav
 
 # 2. --default: plain aplay (no -D) of an S16 file goes through plug into rdmix.
 /tmp/build/rdmix install --default > install_default.log 2>&1
 echo $? > status_install_default
 cp /var/lib/rdmix/installed-files manifest_default.txt 2>/dev/null
-play default S32_LE aplay -v /tmp/sig16.wav
+play default S32_LE chrt -f 10 aplay -v /tmp/sig16.wav
 
 # The rest of the default devices still work: capture (dsnoop) and the mixer controls.
 arecord -q -d 1 -f S16_LE -r 48000 -c 2 -t raw /tmp/default_cap.raw > arecord_default.log 2>&1
