@@ -152,6 +152,9 @@ typedef struct rdmix_shm_header {
      * 1 if the DMA buffer is interleaved.
      */
     uint32_t interleaved;
+    /**
+     * The server's pid (stored again after it forks into the background).
+     */
     uint32_t server_pid;
     /**
      * [`SLAVE_HW`] or [`SLAVE_VIRTUAL`]: what the fd handed with the Welcome is.
@@ -171,7 +174,12 @@ typedef struct rdmix_shm_header {
      * Counts every attach, for introspection.
      */
     uint64_t attaches;
-    uint64_t _reserved[14];
+    /**
+     * The device the mixer plays on, NUL-terminated (`/dev/snd/pcmC0D0p`, `virtual:wav:…`;
+     * truncated to 63 bytes), for introspection.
+     */
+    uint8_t device_name[64];
+    uint64_t _reserved[6];
 } rdmix_shm_header;
 
 /**
@@ -229,7 +237,13 @@ typedef struct rdmix_client_slot {
     uint32_t _pad;
     uint64_t period_size;
     uint64_t buffer_size;
-    uint64_t _reserved[3];
+    /**
+     * Frames of the current run played so far (the position the client reports), and frames
+     * written but not yet played (its delay): published at each position update.
+     */
+    uint64_t played;
+    uint64_t delay;
+    uint64_t _reserved[1];
 } rdmix_client_slot;
 
 /**

@@ -256,7 +256,7 @@ pub fn setup(o: &Options) -> Result<Bound> {
             (device, g)
         }
     };
-    let shared = SharedState::create(&g, std::process::id())?;
+    let shared = SharedState::create(&g, std::process::id(), device.path())?;
     Ok(Bound::Ready(Box::new(Server {
         listener,
         device,
@@ -275,6 +275,9 @@ pub fn setup(o: &Options) -> Result<Bound> {
 impl Server {
     /// Serve until the last client has gone.
     pub fn run(mut self) -> Result<()> {
+        // The pid clients and tools see is the background process's (the one that setup ran
+        // in has exited after the fork).
+        self.shared.set_server_pid(std::process::id());
         if let Device::Virtual { dev, player, .. } = &mut self.device {
             *player = Some(dev.start()?);
         }
@@ -602,11 +605,7 @@ impl Server {
             slot,
             hw_path: self.device.path().to_string(),
         };
-        if let Err(e) = protocol::send(
-            c.fd.as_fd(),
-            &msg,
-            &[self.device.fd(), self.shared.fd()],
-        ) {
+        if let Err(e) = protocol::send(c.fd.as_fd(), &msg, &[self.device.fd(), self.shared.fd()]) {
             self.shared.release_slot(slot, pid);
             return Err(e);
         }

@@ -66,7 +66,8 @@ pub struct ShmHeader {
     pub boundary: u64,
     /// 1 if the DMA buffer is interleaved.
     pub interleaved: u32,
-    pub server_pid: u32,
+    /// The server's pid (stored again after it forks into the background).
+    pub server_pid: AtomicU32,
     /// [`SLAVE_HW`] or [`SLAVE_VIRTUAL`]: what the fd handed with the Welcome is.
     pub slave_kind: u32,
     pub _pad_kind: u32,
@@ -79,7 +80,10 @@ pub struct ShmHeader {
     pub _pad1: u32,
     /// Counts every attach, for introspection.
     pub attaches: AtomicU64,
-    pub _reserved: [u64; 14],
+    /// The device the mixer plays on, NUL-terminated (`/dev/snd/pcmC0D0p`, `virtual:wav:…`;
+    /// truncated to 63 bytes), for introspection.
+    pub device_name: [u8; 64],
+    pub _reserved: [u64; 6],
 }
 
 /// One client's slot: owned by the client that claimed it (pid != 0).
@@ -117,7 +121,11 @@ pub struct ClientSlot {
     pub _pad: u32,
     pub period_size: AtomicU64,
     pub buffer_size: AtomicU64,
-    pub _reserved: [u64; 3],
+    /// Frames of the current run played so far (the position the client reports), and frames
+    /// written but not yet played (its delay): published at each position update.
+    pub played: AtomicU64,
+    pub delay: AtomicU64,
+    pub _reserved: [u64; 1],
 }
 
 const _: () = {
@@ -132,6 +140,8 @@ const _: () = {
     assert!(offset_of!(ClientSlot, peak) == 64);
     assert!(offset_of!(ClientSlot, format) == 72);
     assert!(offset_of!(ClientSlot, period_size) == 88);
+    assert!(offset_of!(ClientSlot, played) == 104);
+    assert!(offset_of!(ClientSlot, delay) == 112);
 };
 
 /// Geometry of the hardware that the shared state describes.
@@ -189,7 +199,7 @@ unsafe impl Sync for SharedState {}
 
 impl SharedState {
     /// Server side: create the memfd, size it and write the header.
-    pub fn create(g: &Geometry, server_pid: u32) -> Result<SharedState> {
+    pub fn create(g: &Geometry, server_pid: u32, device: &str) -> Result<SharedState> {
         let (slots_offset, sum_offset, sum_len, total) = layout(g);
         let fd = nix::sys::memfd::memfd_create(
             c"rdmix-shared-state",
@@ -223,7 +233,7 @@ impl SharedState {
             buffer_size: g.buffer_size,
             boundary: g.boundary,
             interleaved: g.interleaved as u32,
-            server_pid,
+            server_pid: AtomicU32::new(server_pid),
             slave_kind: g.slave_kind,
             _pad_kind: 0,
             card: g.card,
@@ -233,12 +243,23 @@ impl SharedState {
             clients: AtomicU32::new(0),
             _pad1: 0,
             attaches: AtomicU64::new(0),
-            _reserved: [0; 14],
+            device_name: [0; 64],
+            _reserved: [0; 6],
         };
+        let mut h = h;
+        let n = device.len().min(63);
+        h.device_name[..n].copy_from_slice(&device.as_bytes()[..n]);
         // SAFETY: the mapping is at least 256 bytes, page-aligned, freshly zeroed, and nobody
         // else has the fd yet.
         unsafe { std::ptr::write(map.as_mut_ptr() as *mut ShmHeader, h) };
         Ok(SharedState { map, fd })
+    }
+
+    /// The device name from the header (see [`ShmHeader::device_name`]).
+    pub fn device_name(&self) -> String {
+        let d = &self.header().device_name;
+        let n = d.iter().position(|&b| b == 0).unwrap_or(d.len());
+        String::from_utf8_lossy(&d[..n]).into_owned()
     }
 
     /// Client side: map a memfd received from the server and check its layout.
@@ -291,6 +312,11 @@ impl SharedState {
 
     pub fn fd(&self) -> BorrowedFd<'_> {
         self.fd.as_fd()
+    }
+
+    /// Record the server's pid after it has forked into the background.
+    pub fn set_server_pid(&self, pid: u32) {
+        self.header().server_pid.store(pid, Ordering::Release);
     }
 
     pub fn header(&self) -> &ShmHeader {
@@ -355,6 +381,8 @@ impl SharedState {
                 s.rate.store(0, Ordering::Relaxed);
                 s.period_size.store(0, Ordering::Relaxed);
                 s.buffer_size.store(0, Ordering::Relaxed);
+                s.played.store(0, Ordering::Relaxed);
+                s.delay.store(0, Ordering::Relaxed);
                 self.header().clients.fetch_add(1, Ordering::AcqRel);
                 self.header().attaches.fetch_add(1, Ordering::Relaxed);
                 return Some(i);
@@ -417,7 +445,7 @@ mod tests {
 
     #[test]
     fn create_attach_roundtrip() {
-        let s = SharedState::create(&geom(), 42).unwrap();
+        let s = SharedState::create(&geom(), 42, "test").unwrap();
         let fd = s.fd().try_clone_to_owned().unwrap();
         let c = SharedState::attach(fd).unwrap();
         assert_eq!(c.geometry(), geom());
@@ -440,7 +468,7 @@ mod tests {
 
     #[test]
     fn attach_rejects_other_version() {
-        let s = SharedState::create(&geom(), 1).unwrap();
+        let s = SharedState::create(&geom(), 1, "test").unwrap();
         // SAFETY: test-only write of the version field of a mapping we own.
         unsafe { *(s.map.as_mut_ptr().add(8) as *mut u32) = 99 };
         let e = SharedState::attach(s.fd().try_clone_to_owned().unwrap()).unwrap_err();

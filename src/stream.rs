@@ -388,8 +388,8 @@ impl Stream {
         }
         let t = self.status.tstamp();
         let stamp = t.tv_sec as u64 * 1_000_000_000 + t.tv_nsec as u64;
-        let limit =
-            1_000_000_000 + 2 * self.geom.buffer_size * 1_000_000_000 / self.geom.rate.max(1) as u64;
+        let limit = 1_000_000_000
+            + 2 * self.geom.buffer_size * 1_000_000_000 / self.geom.rate.max(1) as u64;
         if self.slave_clock_ns.saturating_sub(stamp) > limit {
             return gone("stopped moving: rdmix-server is gone");
         }
@@ -854,6 +854,11 @@ impl Stream {
         self.sync_slave()?;
         self.mix_pending();
         let played = self.played();
+        if let Some(s) = self.shared.slot(self.slot) {
+            s.played.store(played, Ordering::Relaxed);
+            s.delay
+                .store(self.written.saturating_sub(played), Ordering::Relaxed);
+        }
         if draining {
             return Ok(played.min(self.written) % self.p.boundary);
         }

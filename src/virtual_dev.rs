@@ -241,12 +241,12 @@ impl VirtualDevice {
             nix::fcntl::FcntlArg::F_ADD_SEALS(nix::fcntl::SealFlag::from_bits_truncate(seals)),
         )
         .map_err(|e| Error::sys("seal virtual device", e))?;
-        let map = MmapOptions::new()
-            .len(total)
-            .map_raw(&fd)
-            .map_err(|e| Error::sys("mmap virtual device", nix::errno::Errno::from_raw(
-                e.raw_os_error().unwrap_or(libc::EIO),
-            )))?;
+        let map = MmapOptions::new().len(total).map_raw(&fd).map_err(|e| {
+            Error::sys(
+                "mmap virtual device",
+                nix::errno::Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO)),
+            )
+        })?;
         let name = format!("virtual:{}", sink.arg());
         let dev = VirtualDevice {
             fd,
@@ -348,8 +348,8 @@ impl VirtualDevice {
         let mut scratch = vec![0u8; pbytes];
         while !stop.load(Ordering::Acquire) {
             let due = t0
-                + ((periods + 1) as u128 * g.period_size as u128 * 1_000_000_000
-                    / g.rate as u128) as u64;
+                + ((periods + 1) as u128 * g.period_size as u128 * 1_000_000_000 / g.rate as u128)
+                    as u64;
             let now = monotonic_ns();
             if now < due {
                 sleep_until(due.min(now + 100_000_000));
@@ -402,7 +402,7 @@ impl Player {
 
     /// Has the thread ended by itself (a sink error)?
     pub fn finished(&self) -> bool {
-        self.thread.as_ref().is_none_or(|t| t.is_finished())
+        self.thread.as_ref().map_or(true, |t| t.is_finished())
     }
 }
 

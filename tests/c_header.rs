@@ -577,7 +577,7 @@ fn c_reader_reads_rust_shared_state_and_refuses_other_layouts() {
         subdevice: 2,
         slave_kind: shm::SLAVE_HW,
     };
-    let st = shm::SharedState::create(&g, 4242).expect("create shared state");
+    let st = shm::SharedState::create(&g, 4242, "/dev/snd/pcmC0D0p").expect("create shared state");
     let mut want = BTreeMap::new();
     for (k, pid) in [(1u64, 1111u32), (2, 2222), (3, 3333)] {
         let i = st.claim_slot(pid).expect("claim a slot");
@@ -599,12 +599,14 @@ fn c_reader_reads_rust_shared_state_and_refuses_other_layouts() {
         s.rate.store(8000 * k as u32, Relaxed);
         s.period_size.store(100 * k, Relaxed);
         s.buffer_size.store(400 * k, Relaxed);
+        s.played.store(6_000_000_013 * k, Relaxed);
+        s.delay.store(90 + k, Relaxed);
         want.insert(
             pid,
             format!(
                 "slot {i} pid {pid} state {k} frames_mixed {} mixed_to {} start_pos {} xruns {} \
                  late {} wakeups {} early_wakeups {} volume {} muted {} peak {} clips {} format \
-                 {} channels {k} rate {} period_size {} buffer_size {}",
+                 {} channels {k} rate {} period_size {} buffer_size {} played {} delay {}",
                 1_000_000_007 * k,
                 5_000_000_011 * k,
                 77 * k,
@@ -619,7 +621,9 @@ fn c_reader_reads_rust_shared_state_and_refuses_other_layouts() {
                 -(k as i64),
                 8000 * k,
                 100 * k,
-                400 * k
+                400 * k,
+                6_000_000_013 * k,
+                90 + k
             ),
         );
     }
@@ -662,13 +666,14 @@ fn c_reader_reads_rust_shared_state_and_refuses_other_layouts() {
              server_pid 4242",
             1u64 << 42
         ),
+        "device /dev/snd/pcmC0D0p".to_string(),
     ];
     let lines: Vec<&str> = out.lines().collect();
-    assert_eq!(lines.len(), 6, "rdmix_read printed:\n{out}");
+    assert_eq!(lines.len(), 7, "rdmix_read printed:\n{out}");
     for (got, exp) in lines.iter().zip(&expect_lines) {
         assert_eq!(*got, exp, "rdmix_read printed:\n{out}");
     }
-    let mut slots: Vec<String> = lines[3..].iter().map(|l| l.to_string()).collect();
+    let mut slots: Vec<String> = lines[4..].iter().map(|l| l.to_string()).collect();
     slots.sort();
     let mut exp: Vec<String> = want.into_values().collect();
     exp.sort();

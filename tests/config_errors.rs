@@ -144,6 +144,41 @@ const CASES: &[(&str, &str, &[&str])] = &[
         &["slave.periods"],
     ),
     (
+        "virtual_and_pcm",
+        r#"virtual { sink null } slave { pcm "hw:0,0" }"#,
+        &["virtual", "slave.pcm"],
+    ),
+    (
+        "virtual_slave_name",
+        r#"virtual { sink null } slave "hw:0,0""#,
+        &["virtual", "slave PCM name"],
+    ),
+    (
+        "virtual_sink",
+        r#"virtual { sink mp3 }"#,
+        &["virtual.sink", "mp3"],
+    ),
+    (
+        "virtual_nofile",
+        r#"virtual { sink wav }"#,
+        &["virtual.file"],
+    ),
+    (
+        "virtual_key",
+        r#"virtual { sink null speed 2 }"#,
+        &["virtual.speed"],
+    ),
+    (
+        "virtual_type",
+        r#"virtual "null""#,
+        &["virtual", "compound"],
+    ),
+    (
+        "virtual_extra",
+        r#"virtual { sink null file "/tmp/x.wav" }"#,
+        &["virtual.sink null"],
+    ),
+    (
         "perm_type",
         r#"slave "hw:0,0" ipc_perm "rw-rw----""#,
         &["ipc_perm"],
