@@ -5,6 +5,8 @@ set -euo pipefail
 
 PKGS=(qemu-system-x86 busybox-static alsa-utils sox cpio kmod xz-utils zstd strace libasound2-dev
       pkg-config gcc libc6-dev binutils cbindgen)
+# The application matrix's programs (tests/apps.rs), only for the image that has them.
+if [[ ${RDMIX_VM_APPS:-} == 1 ]]; then PKGS+=(mpg123 ffmpeg python3 python3-alsaaudio); fi
 
 declare -A ok=()
 while IFS=' ' read -r pkg status; do

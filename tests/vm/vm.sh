@@ -36,6 +36,7 @@ Environment:
   RDMIX_VM_MEM          guest RAM in MiB (default 1024)
   RDMIX_VM_SMP          guest vCPUs (default 2)
   RDMIX_VM_APPEND       extra kernel command-line arguments
+  RDMIX_VM_APPS         1: boot the larger image with alsabat, mpg123, ffmpeg, python3
 EOF
 }
 
@@ -263,7 +264,13 @@ t=$(now_us)
 BASE=$CACHE/initramfs/base-$ABI.cpio
 KEY_PKGS=(busybox-static alsa-utils libasound2 libasound2-data sox libsox3 libsox-fmt-alsa
           strace libc6 libgcc-s1 kmod)
+# RDMIX_VM_APPS=1: the larger image with the application matrix's programs (build-initramfs.sh).
+if [[ ${RDMIX_VM_APPS:-} == 1 ]]; then
+    BASE=$CACHE/initramfs/base-$ABI.apps.cpio
+    KEY_PKGS+=(mpg123 ffmpeg python3.11-minimal libpython3.11-minimal python3-alsaaudio)
+fi
 key1=$( {
+    echo "apps=${RDMIX_VM_APPS:-}"
     sha256sum "$BUILDER" "$GUEST_INIT" | cut -d' ' -f1
     echo "$ABI $(basename "$DEB")"
     dpkg-query -W -f='${Package}:${Architecture}=${Version}\n' "${KEY_PKGS[@]}" 2>/dev/null || true

@@ -136,6 +136,39 @@ if [[ -e /usr/lib/$MULTIARCH/sox/libsox_fmt_alsa.so ]]; then
     copy_with_libs /usr/lib/$MULTIARCH/sox/libsox_fmt_alsa.so
 fi
 
+# --- opt-in application set (RDMIX_VM_APPS=1; tests/apps.rs, the application matrix): alsabat, sox play,
+# mpg123 (+ its dlopen'ed ALSA output module), ffmpeg, python3 with only the stdlib modules the
+# matrix's script imports, and pyalsaaudio. ffmpeg alone pulls 213 libraries (~250 MB), so this is
+# a separate image (vm.sh caches it as base-<abi>.apps.cpio); the default image is unchanged.
+if [[ ${RDMIX_VM_APPS:-} == 1 ]]; then
+    for b in alsabat mpg123 ffmpeg python3 play; do
+        [[ -L $ROOT/usr/bin/$b ]] && rm -f "$ROOT/usr/bin/$b"
+        place_bin "$b" || die "missing host binary for RDMIX_VM_APPS: $b"
+    done
+    for f in /usr/lib/$MULTIARCH/mpg123/output_alsa.so /usr/lib/$MULTIARCH/mpg123/output_dummy.so; do
+        if [[ -e $f ]]; then copy_with_libs "$f"; fi
+    done
+    PY=$(readlink -f "$(command -v python3)")
+    # Every file the interpreter loads for these imports (site included), and their .pyc.
+    pyfiles=$(env -i "$PY" -c '
+import sys, struct, array, math, alsaaudio, importlib.util as u, os
+for m in list(sys.modules.values()):
+    f = getattr(m, "__file__", None)
+    if not f:
+        continue
+    print(f)
+    if f.endswith(".py"):
+        c = u.cache_from_source(f)
+        if os.path.exists(c):
+            print(c)
+') || die "python3 module closure failed (is python3-alsaaudio installed?)"
+    while IFS= read -r f; do
+        [[ -n $f ]] || continue
+        if [[ $f == *.so ]]; then copy_with_libs "$f"; else copy_path "$f"; fi
+    done <<<"$pyfiles"
+    mkdir -p "$ROOT/usr/lib/python$("$PY" -c 'import sys; print("%d.%d" % sys.version_info[:2])')/lib-dynload"
+fi
+
 # --- ALSA configuration (without the large UCM trees)
 if [[ -d /usr/share/alsa ]]; then
     cp -a /usr/share/alsa "$ROOT/usr/share/alsa"
