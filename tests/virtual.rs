@@ -281,3 +281,143 @@ fn wav_sink_refuses_a_format_wav_cannot_hold() {
         "a refused sink must create no file"
     );
 }
+
+/// A raw S16_LE stereo file of a quiet ramp pair (|sample| ≤ 8000: two of them never saturate).
+fn quiet_signal(frames: usize, salt: usize) -> Vec<u8> {
+    let mut v = Vec::with_capacity(frames * 4);
+    for i in 0..frames {
+        let l = (((i * 7 + salt) % 16000) as i32 - 8000) as i16;
+        let r = (((i * 11 + salt * 3) % 16000) as i32 - 8000) as i16;
+        v.extend_from_slice(&l.to_le_bytes());
+        v.extend_from_slice(&r.to_le_bytes());
+    }
+    v
+}
+
+fn s16(b: &[u8], i: usize) -> i32 {
+    i32::from(i16::from_le_bytes([b[2 * i], b[2 * i + 1]]))
+}
+
+#[test]
+fn volume_and_mute_change_one_client_exactly_and_top_renders() {
+    let dir = out_dir("virtual_volume");
+    let wav = dir.join("mix.wav");
+    let conf = write_conf(
+        &dir,
+        &format!(
+            r#"pcm.vvol {{ type rdmix server "@SERVER@" ipc_key 91 virtual {{ sink wav file "{}" }}
+    slave {{ format S16_LE rate 48000 channels 2 period_size 1024 buffer_size 16384 }} }}"#,
+            wav.display()
+        ),
+    );
+    let (a, b) = (quiet_signal(48_000 * 4, 0), quiet_signal(48_000 * 4, 5));
+    std::fs::write(dir.join("a.raw"), &a).unwrap();
+    std::fs::write(dir.join("b.raw"), &b).unwrap();
+    let (k, v) = conf_env(&conf);
+    let rdmix = PathBuf::from(env!("CARGO_BIN_EXE_rdmix"));
+    let play = |f: &str| {
+        Command::new("aplay")
+            .args([
+                "-q", "-D", "vvol", "-t", "raw", "-f", "S16_LE", "-r", "48000", "-c", "2",
+            ])
+            .arg(dir.join(f))
+            .env(&k, &v)
+            .spawn()
+            .expect("run aplay")
+    };
+    let mut pa = play("a.raw");
+    let mut pb = play("b.raw");
+    let pid = pa.id().to_string();
+    let run = |args: &[&str]| {
+        let o = Command::new(&rdmix).args(args).output().expect("run rdmix");
+        println!(
+            "rdmix {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&o.stdout).trim()
+        );
+        assert!(o.status.success(), "rdmix {args:?} failed:\n{}", show(&o));
+    };
+    std::thread::sleep(Duration::from_millis(800));
+    run(&["volume", &pid, "0.5"]);
+    // `rdmix top` in a terminal (script gives it a pty): two frames with meters.
+    let top = Command::new("script")
+        .args([
+            "-qec",
+            &format!("{} top --count 2 --interval 200", rdmix.display()),
+            "/dev/null",
+        ])
+        .output()
+        .expect("run script (util-linux)");
+    let top_out = String::from_utf8_lossy(&top.stdout).to_string();
+    println!(
+        "rdmix top (last frame):\n{}",
+        top_out.rsplit("\x1b[2J").next().unwrap_or("")
+    );
+    std::thread::sleep(Duration::from_millis(600));
+    run(&["mute", &pid]);
+    std::thread::sleep(Duration::from_millis(800));
+    run(&["unmute", &pid]);
+    assert!(pa.wait().unwrap().success() && pb.wait().unwrap().success());
+    let summary = dir.join("mix.wav.txt");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !summary.exists() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let text = std::fs::read_to_string(&summary).expect("summary");
+    print!("{text}");
+    let start = |p: u32| -> usize {
+        text.lines()
+            .find(|l| l.contains(&format!("pid={p} ")))
+            .and_then(|l| {
+                l.split_whitespace()
+                    .find_map(|w| w.strip_prefix("start_frame="))
+            })
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("no start for pid {p} in the summary"))
+    };
+    let (sa, sb) = (start(pa.id()), start(pb.id()));
+    assert!(
+        !text.contains("xruns=1") && text.contains("xruns=0"),
+        "a client underran (the check below needs both continuous):\n{text}"
+    );
+    let mix = std::fs::read(&wav).unwrap();
+    let mix = &mix[44..];
+    // A's contribution, frame by frame, must go through unity -> 0.5 -> muted -> 0.5, each
+    // change at one frame for both channels, every sample exact.
+    let half = |x: i32| (x * 32768 + 32768) >> 16;
+    let phases: [&dyn Fn(i32) -> i32; 4] = [&|x| x, &half, &|_| 0, &half];
+    let (mut phase, mut seen) = (0usize, [0usize; 4]);
+    let frames_a = a.len() / 4;
+    for f in 0..frames_a {
+        let m = sa + f;
+        let mut want_b = [0i32; 2];
+        if m >= sb && m - sb < b.len() / 4 {
+            want_b = [s16(&b, 2 * (m - sb)), s16(&b, 2 * (m - sb) + 1)];
+        }
+        let got = [s16(mix, 2 * m) - want_b[0], s16(mix, 2 * m + 1) - want_b[1]];
+        let x = [s16(&a, 2 * f), s16(&a, 2 * f + 1)];
+        let fits = |p: usize| (0..2).all(|c| phases[p](x[c]) == got[c]);
+        // Stay while the current phase fits (values can fit several phases at once).
+        while !fits(phase) {
+            phase += 1;
+            assert!(
+                phase < 4,
+                "frame {f} of client A: mix-minus-B {got:?} fits no phase (A {x:?})"
+            );
+        }
+        seen[phase] += 1;
+    }
+    println!("client A frames per phase (unity, 0.5, muted, 0.5): {seen:?}");
+    assert!(
+        seen.iter().all(|&n| n > 4800),
+        "every phase must last: {seen:?}"
+    );
+    assert!(
+        top_out.contains("\x1b[2J") && top_out.contains("[#") && top_out.contains(&pid),
+        "rdmix top did not render meters for pid {pid}:\n{top_out}"
+    );
+    assert!(
+        top_out.contains("0.50"),
+        "rdmix top must show volume 0.50:\n{top_out}"
+    );
+}
