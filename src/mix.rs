@@ -972,6 +972,70 @@ mod tests {
     }
 
     #[test]
+    fn stats_measure_peak_and_clips() {
+        let mut dma = vec![0i16; 4];
+        let sum: Vec<AtomicU64> = (0..4).map(|_| AtomicU64::new(0)).collect();
+        let t = mono_s16(&mut dma, &sum);
+        let data: Vec<u8> = [16384i16, -30000, 100]
+            .iter()
+            .flat_map(|v| v.to_le_bytes())
+            .collect();
+        let src = mono_src(&data, 2, ClientFormat::Native);
+        // SAFETY: live buffer.
+        let a = unsafe { t.mix_stats(0, &src, 1) };
+        assert_eq!((a.late, a.clips), (0, 0));
+        assert_eq!(a.peak, (30000u64 * 65536 / 32768) as u32);
+        // The same again: -60000 clips, 32768 clips, 200 does not.
+        // SAFETY: live buffer.
+        let b = unsafe { t.mix_stats(0, &src, 1) };
+        assert_eq!(b.clips, 2);
+        assert_eq!(&dma[..3], &[i16::MAX, i16::MIN, 200]);
+    }
+
+    #[test]
+    fn scale_rounds_saturates_and_silences() {
+        let mut d: Vec<u8> = [1000i16, -1001, 3, 30000]
+            .iter()
+            .flat_map(|v| v.to_le_bytes())
+            .collect();
+        scale_in_place(&mut d, SlaveFormat::S16Le, ClientFormat::Native, 1 << 15);
+        let v: Vec<i16> = d
+            .chunks(2)
+            .map(|b| i16::from_le_bytes([b[0], b[1]]))
+            .collect();
+        // Half, rounded to nearest (ties up): 500, -500.5 -> -500, 1.5 -> 2, 15000.
+        assert_eq!(v, [500, -500, 2, 15000]);
+        scale_in_place(&mut d, SlaveFormat::S16Le, ClientFormat::Native, 4 << 16);
+        let v: Vec<i16> = d
+            .chunks(2)
+            .map(|b| i16::from_le_bytes([b[0], b[1]]))
+            .collect();
+        assert_eq!(v, [2000, -2000, 8, i16::MAX]);
+        let mut u = vec![0x80u8 + 100, 0x80 - 100];
+        scale_in_place(&mut u, SlaveFormat::U8, ClientFormat::Native, 0);
+        assert_eq!(u, [0x80, 0x80], "U8 silence is 0x80");
+        let mut f: Vec<u8> = [0.5f32, -1.0]
+            .iter()
+            .flat_map(|v| v.to_le_bytes())
+            .collect();
+        scale_in_place(&mut f, SlaveFormat::S16Le, ClientFormat::FloatLe, 1 << 15);
+        let v: Vec<f32> = f
+            .chunks(4)
+            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .collect();
+        assert_eq!(v, [0.25, -0.5]);
+        for fmt in SlaveFormat::ALL {
+            let (lo, hi) = fmt.range();
+            let mut b = vec![0u8; fmt.bytes() * 2];
+            fmt.encode(lo, &mut b[..fmt.bytes()]);
+            fmt.encode(hi, &mut b[fmt.bytes()..]);
+            scale_in_place(&mut b, fmt, ClientFormat::Native, 3 << 16);
+            assert_eq!(fmt.decode(&b[..fmt.bytes()]), lo, "{fmt:?}");
+            assert_eq!(fmt.decode(&b[fmt.bytes()..]), hi, "{fmt:?}");
+        }
+    }
+
+    #[test]
     fn float_client_into_s16() {
         let mut dma = vec![0i16; 4];
         let sum: Vec<AtomicU64> = (0..4).map(|_| AtomicU64::new(0)).collect();
