@@ -14,6 +14,7 @@
  *   mixer SOCKET server_pid N live_clients N
  *   layout version N header_size N slot_size N max_clients N total_size N slots_offset N ...
  *   geometry card N device N subdevice N slave_kind N format N rate N channels N ...
+ *   device NAME                        (the rest of the line: /dev/snd/pcmC0D0p, virtual:...)
  *   slot I pid N state N frames_mixed N xruns N late N ...
  *
  * Exit status: 0 read, 1 usage or connection error, 2 the server refused or answered wrongly,
@@ -287,7 +288,9 @@ int main(int argc, char **argv)
 	       hd->card, hd->device, hd->subdevice, hd->slave_kind, hd->format, hd->rate,
 	       hd->channels, hd->sample_bits, (unsigned long long)hd->period_size,
 	       (unsigned long long)hd->buffer_size, (unsigned long long)hd->boundary,
-	       hd->interleaved, hd->server_pid);
+	       hd->interleaved, LOAD(hd->server_pid));
+	printf("device %.*s\n", (int)strnlen((const char *)hd->device_name, sizeof hd->device_name),
+	       (const char *)hd->device_name);
 	for (i = 0; i < hd->max_clients; i++) {
 		const rdmix_client_slot *c = (const rdmix_client_slot *)(base + hd->slots_offset +
 			(uint64_t)i * sizeof(rdmix_client_slot));
@@ -297,14 +300,16 @@ int main(int argc, char **argv)
 			continue;
 		printf("slot %u pid %u state %u frames_mixed %llu mixed_to %llu start_pos %llu "
 		       "xruns %u late %u wakeups %llu early_wakeups %llu volume %u muted %u peak %u "
-		       "clips %u format %d channels %u rate %u period_size %llu buffer_size %llu\n",
+		       "clips %u format %d channels %u rate %u period_size %llu buffer_size %llu "
+		       "played %llu delay %llu\n",
 		       i, pid, LOAD(c->state), (unsigned long long)LOAD(c->frames_mixed),
 		       (unsigned long long)LOAD(c->mixed_to), (unsigned long long)LOAD(c->start_pos),
 		       LOAD(c->xruns), LOAD(c->late), (unsigned long long)LOAD(c->wakeups),
 		       (unsigned long long)LOAD(c->early_wakeups), LOAD(c->volume), LOAD(c->muted),
 		       LOAD(c->peak), LOAD(c->clips), LOAD(c->format), LOAD(c->channels),
 		       LOAD(c->rate), (unsigned long long)LOAD(c->period_size),
-		       (unsigned long long)LOAD(c->buffer_size));
+		       (unsigned long long)LOAD(c->buffer_size), (unsigned long long)LOAD(c->played),
+		       (unsigned long long)LOAD(c->delay));
 	}
 	munmap((void *)base, (size_t)sb.st_size);
 	return 0;

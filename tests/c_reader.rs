@@ -34,6 +34,8 @@ struct CReading {
     mixer: BTreeMap<String, String>,
     layout: BTreeMap<String, String>,
     geometry: BTreeMap<String, String>,
+    /// The header's device name.
+    device: String,
     /// pid → the slot's fields.
     slots: BTreeMap<u32, BTreeMap<String, String>>,
 }
@@ -57,6 +59,7 @@ fn parse_reader(text: &str) -> CReading {
             }
             Some(&"layout") => r.layout = pairs(&w[1..]),
             Some(&"geometry") => r.geometry = pairs(&w[1..]),
+            Some(&"device") => r.device = l["device ".len().min(l.len())..].to_string(),
             Some(&"slot") if w.len() > 1 => {
                 let mut m = pairs(&w[2..]);
                 m.insert("slot".into(), w[1].to_string());
@@ -76,6 +79,7 @@ enum Json {
     Str(String),
     Arr(Vec<Json>),
     Obj(BTreeMap<String, Json>),
+    Bool(bool),
     Other,
 }
 
@@ -89,6 +93,12 @@ impl Json {
     fn num(&self) -> Option<i64> {
         match self {
             Json::Num(n) => Some(*n as i64),
+            _ => None,
+        }
+    }
+    fn float(&self) -> Option<f64> {
+        match self {
+            Json::Num(n) => Some(*n),
             _ => None,
         }
     }
@@ -192,10 +202,15 @@ fn parse_json(s: &str) -> Option<Json> {
                     .map(Json::Num)
             }
             _ => {
+                let st = *i;
                 while *i < b.len() && b[*i].is_ascii_alphabetic() {
                     *i += 1;
                 }
-                Some(Json::Other)
+                Some(match &b[st..*i] {
+                    b"true" => Json::Bool(true),
+                    b"false" => Json::Bool(false),
+                    _ => Json::Other,
+                })
             }
         }
     }
@@ -338,7 +353,6 @@ fn c_reader_and_rdmix_status_read_the_same_live_mixer() {
         let Some(m) = mixers.first() else { continue };
         let geo = [
             ("card", Some(0)),
-            ("device", Some(0)),
             ("rate", Some(RATE as i64)),
             ("channels", Some(2)),
             ("period_size", Some(1024)),
@@ -355,6 +369,28 @@ fn c_reader_and_rdmix_status_read_the_same_live_mixer() {
             m.get("format").str() == Some("S16_LE"),
             format!("json {k}: format {:?}", m.get("format")),
         );
+        // The device: its number (`device_number` since the status gained the device's name
+        // as `device`), and its name when given.
+        let devnum = match m.get("device") {
+            Json::Num(n) => Some(*n as i64),
+            _ => m.get("device_number").num(),
+        };
+        need(
+            devnum == Some(0),
+            format!("json {k}: device number {devnum:?}, expected 0"),
+        );
+        if let Json::Str(d) = m.get("device") {
+            need(
+                d == "/dev/snd/pcmC0D0p",
+                format!("json {k}: device {d:?}, expected /dev/snd/pcmC0D0p"),
+            );
+        }
+        if !matches!(m.get("virtual"), Json::Other) {
+            need(
+                m.get("virtual") == &Json::Bool(false),
+                format!("json {k}: virtual {:?}", m.get("virtual")),
+            );
+        }
         need(
             m.get("socket").str() == Some(socket),
             format!(
@@ -432,13 +468,14 @@ fn c_reader_and_rdmix_status_read_the_same_live_mixer() {
             "period_size",
             "buffer_size",
         ] {
+            // The JSON's device number is `device_number` once `device` became the name.
+            let jv = match (key, j0.get(key)) {
+                ("device", Json::Str(_)) => j0.get("device_number").num(),
+                (_, v) => v.num(),
+            };
             need(
-                field(&r.geometry, key) == j0.get(key).num(),
-                format!(
-                    "C {k}: {key} {:?}, json {:?}",
-                    r.geometry.get(key),
-                    j0.get(key)
-                ),
+                field(&r.geometry, key) == jv,
+                format!("C {k}: {key} {:?}, json {jv:?}", r.geometry.get(key)),
             );
         }
         need(
@@ -454,13 +491,18 @@ fn c_reader_and_rdmix_status_read_the_same_live_mixer() {
                 && field(&r.layout, "sum_len") == Some(4096 * 2 * 8),
             format!("C {k}: layout {:?}", r.layout),
         );
+        need(
+            r.device == "/dev/snd/pcmC0D0p",
+            format!("C {k}: device {:?}, expected /dev/snd/pcmC0D0p", r.device),
+        );
         let pids: Vec<u32> = r.slots.keys().copied().collect();
         need(
             pids == want,
             format!("C {k}: slot pids {pids:?}, players {want:?}"),
         );
         for (pid, s) in &r.slots {
-            // The client's own parameters (aplay of a 48 kHz S16_LE stereo file), unity volume.
+            // The client's own parameters (aplay of a 48 kHz S16_LE stereo file), unity volume,
+            // a delay within its buffer.
             need(
                 field(s, "format") == Some(S16_LE)
                     && field(s, "rate") == Some(RATE as i64)
@@ -468,7 +510,11 @@ fn c_reader_and_rdmix_status_read_the_same_live_mixer() {
                     && field(s, "volume") == Some(1 << 16)
                     && field(s, "muted") == Some(0)
                     && field(s, "period_size").is_some_and(|p| p > 0)
-                    && field(s, "buffer_size").is_some_and(|b| b > 0),
+                    && field(s, "buffer_size").is_some_and(|b| b > 0)
+                    && field(s, "delay")
+                        .zip(field(s, "buffer_size"))
+                        .is_some_and(|(d, b)| d <= b)
+                    && field(s, "played").is_some(),
                 format!("C {k}: slot of pid {pid}: {s:?}"),
             );
         }
@@ -494,22 +540,28 @@ fn c_reader_and_rdmix_status_read_the_same_live_mixer() {
                 })
             })
             .collect();
-        // (C key, JSON key) of each counter, read in the order C1 J1 C2 J2 C3.
+        // (C key, JSON key) of each counter, read in the order C1 J1 C2 J2 C3. The C reader
+        // gives every counter; `rdmix status --json` those it prints (None where it has none).
         let series = |ck: &str, jk: &str| -> Vec<Option<i64>> {
             let c = |k: usize| cs[k].and_then(|s| field(s, ck));
             let j = |k: usize| js[k].as_ref().and_then(|x| x.get(jk).num());
             vec![c(0), j(0), c(1), j(1), c(2)]
         };
+        let present = |v: &[Option<i64>]| v.iter().flatten().copied().collect::<Vec<i64>>();
         let mut line = format!("pid {pid}:");
         for (ck, jk) in [
             ("xruns", "xruns"),
             ("late", "late_samples"),
             ("wakeups", "wakeups"),
             ("early_wakeups", "early_wakeups"),
+            ("clips", "clips"),
         ] {
             let v = series(ck, jk);
             need(
-                v.iter().all(Option::is_some) && v.windows(2).all(|w| w[0] <= w[1]),
+                v[0].is_some()
+                    && v[2].is_some()
+                    && v[4].is_some()
+                    && present(&v).windows(2).all(|w| w[0] <= w[1]),
                 format!("pid {pid}: {ck} C1 J1 C2 J2 C3 = {v:?} (must not decrease)"),
             );
             if ck == "xruns" || ck == "wakeups" {
@@ -521,29 +573,64 @@ fn c_reader_and_rdmix_status_read_the_same_live_mixer() {
             wk[4] > wk[0],
             format!("pid {pid}: wakeups did not grow: {wk:?}"),
         );
-        let fm = series("frames_mixed", "frames_mixed");
+        // Frames mixed and frames played count the current run: they must not decrease between
+        // two readings of the same run (same xrun count) and must grow in at least one.
         let xr = series("xruns", "xruns");
-        let mut grew = false;
-        for k in 0..4 {
-            if xr[k] == xr[k + 1] {
+        for (ck, jk) in [("frames_mixed", "frames_mixed"), ("played", "position")] {
+            let v = series(ck, jk);
+            let idx: Vec<usize> = (0..5).filter(|&k| v[k].is_some()).collect();
+            need(
+                v[0].is_some() && v[2].is_some() && v[4].is_some(),
+                format!("pid {pid}: {ck} C1 J1 C2 J2 C3 = {v:?}: the C reader must give it"),
+            );
+            let mut grew = false;
+            for w in idx.windows(2) {
+                let (a, b) = (w[0], w[1]);
+                if xr[a].is_some() && xr[a] == xr[b] {
+                    need(
+                        v[a] <= v[b],
+                        format!(
+                            "pid {pid}: {ck} went from {:?} to {:?} within one run (C1 J1 C2 J2 \
+                             C3 = {v:?}, xruns {xr:?})",
+                            v[a], v[b]
+                        ),
+                    );
+                    grew |= v[a] < v[b];
+                }
+            }
+            need(
+                grew,
+                format!("pid {pid}: {ck} never grew within a run: {v:?}, xruns {xr:?}"),
+            );
+            line.push_str(&format!(" {ck} {v:?}"));
+        }
+        // What the JSON says of the client's parameters is what the C reader read.
+        for j in js.iter().flatten() {
+            let c = cs[0];
+            for key in ["channels", "rate", "period_size", "buffer_size"] {
+                if let Some(jv) = j.get(key).num() {
+                    need(
+                        c.and_then(|s| field(s, key)) == Some(jv),
+                        format!(
+                            "pid {pid}: {key} {jv} in the JSON, {:?} in C",
+                            c.map(|s| s.get(key))
+                        ),
+                    );
+                }
+            }
+            if let Some(f) = j.get("format").str() {
+                need(f == "S16_LE", format!("pid {pid}: JSON client format {f}"));
+            }
+            if let Some(v) = j.get("volume").float() {
+                need(v == 1.0, format!("pid {pid}: JSON volume {v}"));
+            }
+            if !matches!(j.get("muted"), Json::Other) {
                 need(
-                    fm[k] <= fm[k + 1],
-                    format!(
-                        "pid {pid}: frames mixed went from {:?} to {:?} within one run (readings \
-                         {k} and {} of C1 J1 C2 J2 C3 = {fm:?}, xruns {xr:?})",
-                        fm[k],
-                        fm[k + 1],
-                        k + 1
-                    ),
+                    j.get("muted") == &Json::Bool(false),
+                    format!("pid {pid}: JSON muted {:?}", j.get("muted")),
                 );
-                grew |= fm[k] < fm[k + 1];
             }
         }
-        need(
-            grew,
-            format!("pid {pid}: frames mixed never grew within a run: {fm:?}, xruns {xr:?}"),
-        );
-        line.push_str(&format!(" frames mixed {fm:?}"));
         // The slot index is the same in both.
         let cslot = cs[0].and_then(|s| field(s, "slot"));
         let jslot = js[0].as_ref().and_then(|x| x.get("slot").num());
