@@ -209,7 +209,7 @@ fn open(name: &str, nonblock: bool, start_threshold: Option<u64>) -> Result<Play
                 &mut pcm,
                 cname.as_ptr(),
                 SND_PCM_STREAM_PLAYBACK,
-                if nonblock { SND_PCM_NONBLOCK as i32 } else { 0 },
+                if nonblock { SND_PCM_NONBLOCK } else { 0 },
             ),
             "open",
         )?;
