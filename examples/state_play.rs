@@ -128,7 +128,7 @@ impl Player {
                 } else {
                     value(from + i)
                 };
-                std::iter::repeat(v).take(ch)
+                std::iter::repeat_n(v, ch)
             })
             .collect();
         let mut done = 0u64;

@@ -51,7 +51,12 @@ impl AlsaOut {
         // SAFETY: valid out pointer and NUL-terminated name; alsa-lib owns the handle until
         // snd_pcm_close.
         let r = unsafe {
-            alsa_sys::snd_pcm_open(&mut pcm, cname.as_ptr(), alsa_sys::SND_PCM_STREAM_PLAYBACK, 0)
+            alsa_sys::snd_pcm_open(
+                &mut pcm,
+                cname.as_ptr(),
+                alsa_sys::SND_PCM_STREAM_PLAYBACK,
+                0,
+            )
         };
         if r < 0 {
             return Err(alsa_err(format!("cannot open sink PCM '{name}'"), r));
@@ -108,7 +113,10 @@ impl AlsaOut {
             // SAFETY: live handle.
             let rec = unsafe { alsa_sys::snd_pcm_recover(self.pcm, r as i32, 1) };
             if rec < 0 {
-                return Err(alsa_err(format!("writing to sink PCM '{}'", self.name), rec));
+                return Err(alsa_err(
+                    format!("writing to sink PCM '{}'", self.name),
+                    rec,
+                ));
             }
         }
         Ok(())

@@ -531,7 +531,7 @@ fn parse_virtual(ctx: &Ctx, n: Node) -> Result<crate::virtual_dev::SinkSpec> {
         (None, _, _) => return Err(ctx.err("virtual.sink is missing (null, wav or pcm)")),
     };
     if let SinkSpec::Wav(p) = &spec {
-        if p.to_str().map_or(true, |s| s.contains('\n')) {
+        if p.to_str().is_none_or(|s| s.contains('\n')) {
             return Err(ctx.err(format!("virtual.file {} is not a usable path", p.display())));
         }
     }

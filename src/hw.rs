@@ -2049,8 +2049,7 @@ impl HwPcm {
             )));
         }
         let (areas, dma_bytes) = if self.is_virtual {
-            let (offset, len) =
-                crate::virtual_dev::dma_range(channels, buffer_size, sample_bits);
+            let (offset, len) = crate::virtual_dev::dma_range(channels, buffer_size, sample_bits);
             let areas = (0..channels)
                 .map(|c| ChannelArea {
                     offset,

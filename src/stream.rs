@@ -891,6 +891,14 @@ impl Stream {
 
     /// Frames until the application's wait condition holds (0 = now), given alsa-lib's state.
     fn frames_until_ready(&self, draining: bool) -> Option<u64> {
+        if self.run == Run::Stopped && !draining {
+            // Prepared, not started (or stopped by an xrun, which the application must learn
+            // of): alsa-lib's avail is the room left, and a hardware PCM's poll says POLLOUT
+            // while that reaches avail_min. A client that polls before its start threshold is
+            // reached (cpal does) would otherwise wait forever on a disarmed timer.
+            return (self.p.buffer_size.saturating_sub(self.written) >= self.p.avail_min)
+                .then_some(0);
+        }
         if self.run != Run::Running {
             return None;
         }

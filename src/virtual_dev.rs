@@ -402,7 +402,7 @@ impl Player {
 
     /// Has the thread ended by itself (a sink error)?
     pub fn finished(&self) -> bool {
-        self.thread.as_ref().map_or(true, |t| t.is_finished())
+        self.thread.as_ref().is_none_or(|t| t.is_finished())
     }
 }
 
