@@ -605,6 +605,12 @@ impl Stream {
         }
     }
 
+    /// Client channels that are played (bound to a slave channel): the samples per frame that
+    /// a late frame costs.
+    fn played_channels(&self) -> u64 {
+        self.bindings.iter().flatten().count() as u64
+    }
+
     /// This client's view of the shared mix: the DMA buffer and the sum ring.
     fn target(&self) -> Target<'_> {
         Target {
@@ -645,7 +651,7 @@ impl Stream {
             // keeps an application within its buffer; this guards the mix if it does not).
             let skip = self.written - self.p.buffer_size - self.mixed;
             self.mixed += skip;
-            late += skip * self.bindings.iter().flatten().count() as u64;
+            late += skip * self.played_channels();
         }
         let p = self.base + self.mixed;
         if p < now && self.mixed < self.written {
@@ -653,7 +659,7 @@ impl Stream {
             // only way not to play them a buffer late.
             let skip = (now - self.base).min(self.written) - self.mixed;
             self.mixed += skip;
-            late += skip * self.bindings.iter().flatten().count() as u64;
+            late += skip * self.played_channels();
         }
         let end = self
             .written
@@ -716,7 +722,7 @@ impl Stream {
                 let target = self.target();
                 // SAFETY: as for mix above.
                 unsafe { target.expire(first, (passed - first) as usize, &self.bindings) };
-                late += (passed - first) * self.bindings.iter().flatten().count() as u64;
+                late += (passed - first) * self.played_channels();
             }
         }
         late

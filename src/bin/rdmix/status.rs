@@ -38,6 +38,8 @@ pub struct Client {
     pub clips: u32,
     pub volume: f64,
     pub muted: bool,
+    pub wakeups: u64,
+    pub early_wakeups: u64,
 }
 
 impl Client {
@@ -126,6 +128,8 @@ impl Mixer {
                 clips: c.clips.load(Ordering::Relaxed),
                 volume: c.volume.load(Ordering::Relaxed) as f64 / shm::VOLUME_UNITY as f64,
                 muted: c.muted.load(Ordering::Relaxed) != 0,
+                wakeups: c.wakeups.load(Ordering::Relaxed),
+                early_wakeups: c.early_wakeups.load(Ordering::Relaxed),
             });
         }
         v
@@ -202,7 +206,8 @@ pub fn json(mixers: &[Mixer], errors: &[String]) -> String {
                 "{{\"slot\":{},\"pid\":{},\"program\":{},\"format\":{},\"channels\":{},\
                  \"rate\":{},\"period_size\":{},\"buffer_size\":{},\"position\":{},\
                  \"delay_frames\":{},\"latency_ms\":{:.1},\"frames_mixed\":{},\"xruns\":{},\
-                 \"late_samples\":{},\"peak\":{:.4},\"clips\":{},\"volume\":{:.4},\"muted\":{}}}",
+                 \"late_samples\":{},\"peak\":{:.4},\"clips\":{},\"volume\":{:.4},\"muted\":{},\
+                 \"wakeups\":{},\"early_wakeups\":{}}}",
                 c.slot,
                 c.pid,
                 json_str(&c.program),
@@ -220,7 +225,9 @@ pub fn json(mixers: &[Mixer], errors: &[String]) -> String {
                 c.peak,
                 c.clips,
                 c.volume,
-                c.muted
+                c.muted,
+                c.wakeups,
+                c.early_wakeups
             );
         }
         out.push_str("]}");
