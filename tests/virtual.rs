@@ -12,6 +12,14 @@ use std::time::{Duration, Instant};
 
 use common::*;
 
+/// The tests here play in real time on the host's own CPUs: one at a time, so that they do not
+/// starve each other's players into underruns.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 fn conf_env(conf: &Path) -> (String, String) {
     (
         "ALSA_CONFIG_PATH".into(),
@@ -72,6 +80,7 @@ fn signal(frames: usize) -> Vec<u8> {
 
 #[test]
 fn readme_main_command_mixes_two_streams_exactly() {
+    let _serial = serial();
     let dir = out_dir("virtual_demo");
     let t = Instant::now();
     let out = Command::new(project_root().join("tests/demo.sh"))
@@ -105,6 +114,7 @@ fn readme_main_command_mixes_two_streams_exactly() {
 
 #[test]
 fn pcm_sink_feeds_alsa_file_plugin_bit_exact() {
+    let _serial = serial();
     let dir = out_dir("virtual_pcm_sink");
     let raw = dir.join("sink.raw");
     let conf = write_conf(
@@ -115,7 +125,7 @@ pcm.vpcm {{
     type rdmix
     server "@SERVER@"
     virtual {{ sink pcm pcm "tofile" }}
-    slave {{ format S16_LE rate 48000 channels 2 period_size 512 buffer_size 2048 }}
+    slave {{ format S16_LE rate 48000 channels 2 period_size 1024 buffer_size 16384 }}
 }}"#,
             raw.display()
         ),
@@ -174,6 +184,7 @@ pcm.vpcm {{
 
 #[test]
 fn null_sink_plays_in_real_time() {
+    let _serial = serial();
     let dir = out_dir("virtual_null");
     let conf = write_conf(
         &dir,
@@ -200,6 +211,7 @@ fn null_sink_plays_in_real_time() {
 
 #[test]
 fn client_fails_with_enodev_when_the_server_dies() {
+    let _serial = serial();
     let dir = out_dir("virtual_server_killed");
     let conf = write_conf(
         &dir,
@@ -258,6 +270,7 @@ fn client_fails_with_enodev_when_the_server_dies() {
 
 #[test]
 fn wav_sink_refuses_a_format_wav_cannot_hold() {
+    let _serial = serial();
     let dir = out_dir("virtual_bad_format");
     let conf = write_conf(
         &dir,
@@ -300,6 +313,7 @@ fn s16(b: &[u8], i: usize) -> i32 {
 
 #[test]
 fn volume_and_mute_change_one_client_exactly_and_top_renders() {
+    let _serial = serial();
     let dir = out_dir("virtual_volume");
     let wav = dir.join("mix.wav");
     let conf = write_conf(
