@@ -304,6 +304,31 @@ fn c_reader_and_rdmix_status_read_the_same_live_mixer() {
         alive == players,
         format!("players alive after the readings: {alive:?} of {players:?}"),
     );
+    // `rdmix top` in a pty while the three play: two redraws, every player with a meter.
+    let top = read(&dir, "top.txt");
+    let frames: Vec<&str> = top.split("\x1b[2J").skip(1).collect();
+    let last = frames.last().copied().unwrap_or("");
+    let metered = players
+        .iter()
+        .filter(|p| {
+            last.lines()
+                .any(|l| l.contains(&format!(" {p} ")) && l.contains("aplay") && l.contains("["))
+        })
+        .count();
+    println!(
+        "rdmix top in the VM (last of {} frames):\n{last}",
+        frames.len()
+    );
+    need(
+        status(&dir, "status_top") == 0 && frames.len() == 2 && metered == players.len(),
+        format!(
+            "rdmix top: status {}, {} frames, {metered} of {} players with a meter:\n{top}\n{}",
+            status(&dir, "status_top"),
+            frames.len(),
+            players.len(),
+            read(&dir, "top.err")
+        ),
+    );
     let pstat = read(&dir, "player_status");
     need(
         pstat.split_whitespace().collect::<Vec<_>>() == ["0", "0", "0"],

@@ -64,6 +64,10 @@ $CLI status --json > status_2.json 2> status_2.err; echo $? > status_status_2
 sleep 0.3
 $READER "$(head -n 1 sockets | sed 's/^@//')" > reader_3.txt 2> reader_3.err; echo $? > status_reader_3
 
+# `rdmix top` in a terminal (script gives it a pty): two frames, redrawn with meters.
+script -qec "$CLI top --count 2 --interval 200" /dev/null > top.txt 2> top.err
+echo $? > status_top
+
 # The players were alive through all of it.
 : > alive_after
 for p in $(cat players); do

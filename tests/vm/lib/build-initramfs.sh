@@ -16,7 +16,7 @@ MODULES=(snd-aloop snd-dummy snd-hrtimer 9p 9pnet_virtio virtio_pci)
 declare -A MODPARAMS=([snd-aloop]="pcm_substreams=8" [snd-dummy]="")
 
 # Required and optional executables (ldd closure is copied too).
-BINS=(aplay arecord speaker-test amixer alsactl strace chrt)
+BINS=(aplay arecord speaker-test amixer alsactl strace chrt script)
 OPT_BINS=(alsaloop sox soxi)
 # Libraries that must be there even if nothing above links them (host-built
 # Rust binaries and alsa-lib plugins need libgcc_s; glibc's small companions).
