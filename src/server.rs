@@ -130,7 +130,9 @@ enum Device {
     },
     Virtual {
         dev: std::sync::Arc<VirtualDevice>,
-        /// The playing thread, started after the fork into the background.
+        /// The sink, opened before the fork (its errors reach the application); moved into
+        /// the playing thread, which starts after the fork.
+        sink: Option<crate::virtual_dev::Sink>,
         player: Option<Player>,
         /// Clients that have left (a WAV sink's summary).
         played: Vec<ClientRecord>,
@@ -248,8 +250,10 @@ pub fn setup(o: &Options) -> Result<Bound> {
                 subdevice: 0,
                 slave_kind: crate::shm::SLAVE_VIRTUAL,
             };
+            let sink = dev.open_sink()?;
             let device = Device::Virtual {
                 dev: std::sync::Arc::new(dev),
+                sink: Some(sink),
                 player: None,
                 played: Vec::new(),
             };
@@ -278,8 +282,13 @@ impl Server {
         // The pid clients and tools see is the background process's (the one that setup ran
         // in has exited after the fork).
         self.shared.set_server_pid(std::process::id());
-        if let Device::Virtual { dev, player, .. } = &mut self.device {
-            *player = Some(dev.start()?);
+        if let Device::Virtual {
+            dev, sink, player, ..
+        } = &mut self.device
+        {
+            if let Some(sink) = sink.take() {
+                *player = Some(dev.start(sink)?);
+            }
         }
         loop {
             if let Device::Virtual {
@@ -340,6 +349,7 @@ impl Server {
                 dev,
                 player,
                 played,
+                ..
             } => {
                 dev.mark_stopped();
                 let result = player.map(Player::stop).transpose();

@@ -319,10 +319,15 @@ impl VirtualDevice {
             .store(hw::SNDRV_PCM_STATE_DISCONNECTED, Ordering::Release);
     }
 
-    /// Open the sink and start the playing thread (after the server has daemonized: a fork
+    /// Open the sink (before the server forks into the background, so that an unwritable
+    /// file or a PCM that cannot open fails the application's open with the reason).
+    pub fn open_sink(&self) -> Result<Sink> {
+        Sink::open(&self.sink, &self.geom)
+    }
+
+    /// Start the playing thread on an opened sink (after the server has daemonized: a fork
     /// keeps only the forking thread).
-    pub fn start(self: &Arc<Self>) -> Result<Player> {
-        let sink = Sink::open(&self.sink, &self.geom)?;
+    pub fn start(self: &Arc<Self>, sink: Sink) -> Result<Player> {
         let stop = Arc::new(AtomicBool::new(false));
         let dev = Arc::clone(self);
         let flag = Arc::clone(&stop);
@@ -468,8 +473,20 @@ pub fn wav_header(channels: u32, rate: u32, bits: u16, data_bytes: u32) -> [u8; 
     h
 }
 
-/// An open sink.
-enum Sink {
+/// An open sink (see [`VirtualDevice::open_sink`]).
+pub struct Sink(SinkKind);
+
+impl std::fmt::Debug for Sink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self.0 {
+            SinkKind::Null => "Sink(null)",
+            SinkKind::Wav { .. } => "Sink(wav)",
+            SinkKind::Pcm(_) => "Sink(pcm)",
+        })
+    }
+}
+
+enum SinkKind {
     Null,
     Wav {
         file: File,
@@ -484,8 +501,8 @@ enum Sink {
 
 impl Sink {
     fn open(spec: &SinkSpec, g: &VirtualGeometry) -> Result<Sink> {
-        Ok(match spec {
-            SinkSpec::Null => Sink::Null,
+        Ok(Sink(match spec {
+            SinkSpec::Null => SinkKind::Null,
             SinkSpec::Wav(path) => {
                 let (_, bits) = wav_format(g.format).ok_or_else(|| {
                     Error::config(format!("{}: format not storable in WAV", path.display()))
@@ -499,7 +516,7 @@ impl Sink {
                 })?;
                 file.write_all(&wav_header(g.channels, g.rate, bits, 0))
                     .map_err(|e| io_err(path, e))?;
-                Sink::Wav {
+                SinkKind::Wav {
                     file,
                     path: path.clone(),
                     channels: g.channels,
@@ -508,7 +525,7 @@ impl Sink {
                     bytes: 0,
                 }
             }
-            SinkSpec::Pcm(name) => Sink::Pcm(crate::alsa_out::AlsaOut::open(
+            SinkSpec::Pcm(name) => SinkKind::Pcm(crate::alsa_out::AlsaOut::open(
                 name,
                 g.format,
                 g.channels,
@@ -516,13 +533,13 @@ impl Sink {
                 g.period_size,
                 g.buffer_size,
             )?),
-        })
+        }))
     }
 
     fn write(&mut self, data: &[u8]) -> Result<()> {
-        match self {
-            Sink::Null => Ok(()),
-            Sink::Wav {
+        match &mut self.0 {
+            SinkKind::Null => Ok(()),
+            SinkKind::Wav {
                 file,
                 path,
                 channels,
@@ -538,18 +555,18 @@ impl Sink {
                 file.write_all_at(&wav_header(*channels, *rate, *bits, n), 0)
                     .map_err(|e| io_err(path, e))
             }
-            Sink::Pcm(p) => p.write(data),
+            SinkKind::Pcm(p) => p.write(data),
         }
     }
 
     fn finish(&mut self) -> Result<()> {
-        match self {
-            Sink::Wav { file, path, .. } => file.sync_data().map_err(|e| io_err(path, e)),
-            Sink::Pcm(p) => {
+        match &mut self.0 {
+            SinkKind::Wav { file, path, .. } => file.sync_data().map_err(|e| io_err(path, e)),
+            SinkKind::Pcm(p) => {
                 p.drain();
                 Ok(())
             }
-            Sink::Null => Ok(()),
+            SinkKind::Null => Ok(()),
         }
     }
 }
@@ -630,7 +647,7 @@ mod tests {
             let p = dev.map.as_mut_ptr().add(off as usize + 480 * 4) as *mut i16;
             *p = 1234;
         }
-        let player = dev.start().unwrap();
+        let player = dev.start(dev.open_sink().unwrap()).unwrap();
         std::thread::sleep(std::time::Duration::from_millis(100));
         let frames = player.stop().unwrap();
         assert!(frames >= 480 * 4, "played {frames}");

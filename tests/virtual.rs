@@ -293,6 +293,32 @@ fn wav_sink_refuses_a_format_wav_cannot_hold() {
         !dir.join("x.wav").exists(),
         "a refused sink must create no file"
     );
+
+    // A file the server cannot create fails the open at once, naming the path and the cause
+    // (the sink is opened before the server goes to the background).
+    let conf = write_conf(
+        &dir,
+        r#"pcm.vnodir { type rdmix server "@SERVER@" virtual { sink wav file "/nonexistent-dir/x.wav" } }"#,
+    );
+    let (k, v) = conf_env(&conf);
+    let t = Instant::now();
+    let out = Command::new("aplay")
+        .args(["-q", "-D", "vnodir", "-d", "1", "-t", "raw", "/dev/zero"])
+        .env(k, v)
+        .output()
+        .expect("run aplay");
+    let err = String::from_utf8_lossy(&out.stderr);
+    println!("{} ({:.2} s)", err.trim(), t.elapsed().as_secs_f64());
+    assert_eq!(out.status.code(), Some(1), "{}", show(&out));
+    assert!(
+        err.contains("/nonexistent-dir/x.wav") && err.contains("No such file"),
+        "{err}"
+    );
+    assert!(
+        t.elapsed() < Duration::from_secs(3),
+        "the refusal took {:?}",
+        t.elapsed()
+    );
 }
 
 /// A raw S16_LE stereo file of a quiet ramp pair (|sample| ≤ 8000: two of them never saturate).
