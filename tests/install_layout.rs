@@ -96,7 +96,7 @@ fn deb_layout() -> BTreeSet<(String, String)> {
         };
         v.insert((dest, format!("file {mode:0>4}")));
     }
-    // The /etc/alsa/conf.d symlink is made by the package's postinst (pkg/debian/postinst
+    // The /etc/alsa/conf.d symlink is made by the package's postinst (alsa-conf/debian/postinst
     // says why): its `ln -s TARGET LINK` line.
     let dir = section
         .lines()
