@@ -1,5 +1,5 @@
 //! The message decoder against hostile bytes, on the host with the stable toolchain (no
-//! cargo-fuzz needed): the committed fuzz corpus (`fuzz/corpus/decode`, `fuzz/regressions`) is
+//! cargo-fuzz needed): the committed fuzz corpus (`tests/fuzz/corpus/decode`, `tests/fuzz/regressions`) is
 //! replayed, then a deterministic mutation loop feeds the decoder hundreds of thousands of
 //! mutated, truncated, extended and spliced valid messages. Nothing may panic, and everything
 //! that decodes must encode back to the same bytes (reserved fields aside) and decode again to
@@ -186,7 +186,7 @@ fn mutate(r: &mut Rng, b: &mut Vec<u8>, pool: &[Vec<u8>]) {
 }
 
 fn corpus_files() -> Vec<(String, Vec<u8>)> {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz");
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests").join("fuzz");
     let mut out = Vec::new();
     for dir in ["corpus/decode", "regressions", "seeds"] {
         let Ok(rd) = std::fs::read_dir(root.join(dir)) else {
@@ -208,7 +208,7 @@ fn committed_corpus_decodes_without_panic_and_round_trips() {
     let files = corpus_files();
     assert!(
         files.len() >= 20,
-        "fuzz/corpus/decode is missing or nearly empty ({} files)",
+        "tests/fuzz/corpus/decode is missing or nearly empty ({} files)",
         files.len()
     );
     let mut valid = 0;
