@@ -186,7 +186,9 @@ fn mutate(r: &mut Rng, b: &mut Vec<u8>, pool: &[Vec<u8>]) {
 }
 
 fn corpus_files() -> Vec<(String, Vec<u8>)> {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests").join("fuzz");
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests")
+        .join("fuzz");
     let mut out = Vec::new();
     for dir in ["corpus/decode", "regressions", "seeds"] {
         let Ok(rd) = std::fs::read_dir(root.join(dir)) else {
