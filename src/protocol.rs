@@ -406,11 +406,17 @@ pub fn socket_name(
     subdevice: u32,
     ipc_key: i64,
 ) -> String {
+    mixer_socket_name(owner, &format!("c{card}d{device}s{subdevice}"), ipc_key)
+}
+
+/// `rdmix/{u<uid>|shared}/{device}/k{ipc_key}`: the name scheme every mixer's socket follows
+/// (`device` names what it plays on: `c0d0s0`, or `virtual-<hash>` for the virtual device).
+pub fn mixer_socket_name(owner: Option<u32>, device: &str, ipc_key: i64) -> String {
     let who = match owner {
         Some(uid) => format!("u{uid}"),
         None => "shared".to_string(),
     };
-    format!("{SOCKET_PREFIX}{who}/c{card}d{device}s{subdevice}/k{ipc_key}")
+    format!("{SOCKET_PREFIX}{who}/{device}/k{ipc_key}")
 }
 
 pub fn socket_addr(name: &str) -> Result<UnixAddr> {

@@ -64,15 +64,11 @@ impl SinkSpec {
     /// The mixer's socket name: the sink hashed (FNV-1a, 64 bits), since a path may not fit
     /// an abstract socket name (compare `protocol::socket_name` for cards).
     pub fn socket_name(&self, owner: Option<u32>, ipc_key: i64) -> String {
-        let who = match owner {
-            Some(uid) => format!("u{uid}"),
-            None => "shared".to_string(),
-        };
         let mut h: u64 = 0xcbf2_9ce4_8422_2325;
         for b in self.arg().bytes() {
             h = (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
         }
-        format!("rdmix/{who}/virtual-{h:016x}/k{ipc_key}")
+        crate::protocol::mixer_socket_name(owner, &format!("virtual-{h:016x}"), ipc_key)
     }
 
     /// The inverse of [`SinkSpec::parse`] (also the device's name in messages, after
@@ -163,15 +159,9 @@ impl VirtualGeometry {
 
 /// Where the DMA ring starts in the device memfd, and its length: `(offset, len)`.
 pub fn dma_range(channels: u32, buffer_size: u64, sample_bits: u32) -> (u64, usize) {
-    let page = page_size();
+    let page = hw::page_size();
     let len = buffer_size as usize * channels as usize * sample_bits as usize / 8;
     (page as u64, len.div_ceil(page) * page)
-}
-
-fn page_size() -> usize {
-    // SAFETY: sysconf only reads a system constant.
-    let v = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
-    usize::try_from(v).ok().filter(|&v| v > 0).unwrap_or(4096)
 }
 
 /// The silence byte pattern of a format, repeated per sample (0 for signed, 0x80 for U8).
