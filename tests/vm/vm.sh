@@ -37,6 +37,8 @@ Environment:
   RDMIX_VM_SMP          guest vCPUs (default 2)
   RDMIX_VM_APPEND       extra kernel command-line arguments
   RDMIX_VM_APPS         1: boot the larger image with alsabat, mpg123, ffmpeg, python3
+  RDMIX_VM_RUN_LOCK     a file: hold an exclusive flock on it while the VM runs, so that VMs
+                        started by several developers or jobs on one machine run one at a time
 EOF
 }
 
@@ -342,6 +344,15 @@ for i in "${!SHARE_PATHS[@]}"; do
     QEMU+=(-virtfs "local,path=${SHARE_PATHS[$i]//,/,,},mount_tag=s$i,security_model=none,multidevs=remap,id=s$i")
 done
 mkfifo "$RUN/console"
+
+# Optional machine-wide run lock: real-time audio in two TCG guests on the same cores would
+# starve each other, so concurrent jobs can queue here instead (fd 8, released at exit).
+if [[ -n ${RDMIX_VM_RUN_LOCK:-} ]]; then
+    exec 8>>"$RDMIX_VM_RUN_LOCK" || die "cannot open RDMIX_VM_RUN_LOCK $RDMIX_VM_RUN_LOCK"
+    if ! flock -n 8; then
+        t=$(now_us); log "waiting for run lock $RDMIX_VM_RUN_LOCK"; flock 8; log "got run lock ($(since "$t")s)"
+    fi
+fi
 
 trap - ERR
 set +eE
